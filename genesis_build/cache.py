@@ -1,0 +1,333 @@
+"""Content-addressed object store.
+
+Layout under the cache root::
+
+    objects/<kk>/<key>/manifest.json   written last: an object without it does not exist
+    objects/<kk>/<key>/data/…          the stage's outputs, read-only
+    tmp/                               objects being built (never read)
+    locks/<key>.lock, .owner           per-key build locks (flock) and who holds them
+    runs/<trajectory key>/             resumable scratch space of long stages
+    samples/<namespace>/               per-item caches used inside stages
+    logs/<key>.log                     one log per built node
+    refs/<workspace id>.json           what each workspace's targets point at (gc roots)
+    quarantine/                        objects that failed verification
+
+Objects are built in ``tmp/``, fsync'd and published with one ``rename``; nothing half-done is
+ever visible under ``objects/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import stat
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import faults
+from .errors import GenesisError
+from .keys import digest_file, digest_listing, list_files
+
+MANIFEST = "manifest.json"
+DATA = "data"
+GROUP_SHARED = 0o002  # umask for shared caches: group-writable dirs, group-readable files
+
+
+class CorruptObject(GenesisError):
+    """A cached object failed verification."""
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so renames/creations inside it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    """Write a file via temp file + fsync + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Cache:
+    """The object store at ``root`` (may be shared between workspaces, users and hosts)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # ---- paths
+    def object_dir(self, key: str) -> Path:
+        """Directory of the object with this key (exists only once published)."""
+        return self.root / "objects" / key[:2] / key
+
+    def data_dir(self, key: str) -> Path:
+        """The published outputs of an object."""
+        return self.object_dir(key) / DATA
+
+    def log_path(self, key: str) -> Path:
+        """Build log of the object with this key."""
+        return self.root / "logs" / f"{key}.log"
+
+    def run_dir(self, trajectory: str) -> Path:
+        """Resumable scratch dir for a trajectory key."""
+        return self.root / "runs" / trajectory
+
+    def ensure(self) -> None:
+        """Create the cache layout (group-writable, so a shared cache works across users)."""
+        old = os.umask(GROUP_SHARED)
+        try:
+            for sub in ("objects", "tmp", "locks", "runs", "samples", "logs", "refs", "quarantine"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+
+    # ---- reading
+    def has(self, key: str) -> bool:
+        """True when a complete object (manifest present) exists."""
+        return (self.object_dir(key) / MANIFEST).is_file()
+
+    def manifest(self, key: str) -> dict[str, Any] | None:
+        """The object's manifest, or None when absent/unreadable."""
+        try:
+            return json.loads((self.object_dir(key) / MANIFEST).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def keys(self) -> Iterator[str]:
+        """Keys of all published objects."""
+        objects = self.root / "objects"
+        if not objects.is_dir():
+            return
+        for shard in sorted(objects.iterdir()):
+            if shard.is_dir():
+                for obj in sorted(shard.iterdir()):
+                    if (obj / MANIFEST).is_file():
+                        yield obj.name
+
+    def check_quick(self, key: str) -> None:
+        """Cheap pre-use check (existence and sizes of all listed files); raises CorruptObject."""
+        m = self.manifest(key)
+        if m is None:
+            raise CorruptObject(f"object {key}: manifest missing or unreadable")
+        data = self.data_dir(key)
+        for e in m.get("outputs", []):
+            p = data / e["path"]
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                raise CorruptObject(f"object {key}: {e['path']} is missing") from None
+            if not stat.S_ISREG(st.st_mode) or st.st_size != e["size"]:
+                raise CorruptObject(f"object {key}: {e['path']} has size {st.st_size}, expected {e['size']}")
+
+    def verify(self, key: str) -> list[str]:
+        """Rehash an object; return its problems (empty when intact)."""
+        obj = self.object_dir(key)
+        m = self.manifest(key)
+        if m is None:
+            return ["manifest missing or unreadable"]
+        problems: list[str] = []
+        if m.get("key") != key:
+            problems.append(f"manifest key {m.get('key')} does not match directory")
+        data = obj / DATA
+        listed = {e["path"]: e for e in m.get("outputs", [])}
+        present = {p.relative_to(data).as_posix(): p for p in list_files(data)} if data.is_dir() else {}
+        for rel, e in listed.items():
+            p = present.get(rel)
+            if p is None:
+                problems.append(f"{rel}: missing")
+                continue
+            if p.is_symlink():
+                problems.append(f"{rel}: is a symlink")
+                continue
+            size = p.stat().st_size
+            if size != e["size"]:
+                problems.append(f"{rel}: size {size} != {e['size']}")
+            elif digest_file(p) != e["xxh3"]:
+                problems.append(f"{rel}: content digest mismatch")
+        for rel in present.keys() - listed.keys():
+            problems.append(f"{rel}: not in manifest")
+        if not problems and digest_listing(m.get("outputs", [])) != m.get("output_digest"):
+            problems.append("output digest does not match the file list")
+        return problems
+
+    def quarantine(self, key: str) -> Path:
+        """Move an object out of ``objects/`` so it is never used again; returns where it went."""
+        dest = self.root / "quarantine" / f"{key}.{int(time.time())}.{os.getpid()}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.object_dir(key), dest)
+        return dest
+
+    # ---- writing
+    def new_tmp(self, key: str) -> Path:
+        """A fresh build directory for ``key`` (with an empty ``data/``)."""
+        self.ensure()
+        d = self.root / "tmp" / f"{key}.{socket.gethostname()}.{os.getpid()}.{time.monotonic_ns()}"
+        (d / DATA).mkdir(parents=True)
+        return d
+
+    def publish(self, tmp: Path, key: str, manifest: dict[str, Any], on_file: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Hash and fsync ``tmp/data``, write the manifest last, rename into place.
+
+        Returns the final manifest (with ``outputs`` and ``output_digest`` filled in).
+        """
+        data = tmp / DATA
+        outputs: list[dict[str, Any]] = []
+        for p in list_files(data):
+            rel = p.relative_to(data).as_posix()
+            if p.is_symlink():
+                raise GenesisError(f"stage output {rel} is a symlink; outputs must be regular files")
+            outputs.append({"path": rel, "size": p.stat().st_size, "xxh3": digest_file(p)})
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(p, 0o444)
+            faults.point("publish.file")
+            if on_file:
+                on_file()
+        for dirpath, _, _ in os.walk(data):
+            fsync_dir(Path(dirpath))
+        manifest = {**manifest, "outputs": outputs, "output_digest": digest_listing(outputs)}
+        atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True), mode=0o444)
+        fsync_dir(tmp)
+        faults.point("publish.before_rename")
+        final = self.object_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # --force rebuild, or a stale incomplete dir: move it aside first
+            trash = self.root / "tmp" / f"{key}.replaced.{os.getpid()}.{time.monotonic_ns()}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(tmp, final)
+        fsync_dir(final.parent)
+        return manifest
+
+    def discard(self, tmp: Path) -> None:
+        """Remove a build directory after a failure."""
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def clean_tmp(self) -> int:
+        """Remove build dirs left by dead processes of this host; returns how many."""
+        n = 0
+        tmp = self.root / "tmp"
+        if not tmp.is_dir():
+            return 0
+        host = socket.gethostname()
+        for d in tmp.iterdir():
+            parts = d.name.split(".")
+            if len(parts) >= 4 and parts[-3] == host and parts[-2].isdigit() and not pid_alive(int(parts[-2])):
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
+            elif ".replaced." in d.name:
+                shutil.rmtree(d, ignore_errors=True)
+        return n
+
+    # ---- locks
+    @contextlib.contextmanager
+    def lock(self, name: str, node: str = "", on_wait: Callable[[dict[str, Any]], None] | None = None,
+             poll: float = 0.2) -> Iterator[None]:
+        """Exclusive per-key lock across processes (and hosts, where the filesystem supports flock).
+
+        The kernel drops the lock when its holder dies, so a killed builder never leaves a stale
+        lock. ``on_wait`` is called once with the holder's ``{host, pid, node, since}``.
+        """
+        self.ensure()
+        path = self.root / "locks" / f"{name}.lock"
+        owner = path.with_suffix(".owner")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited and on_wait:
+                        try:
+                            info = json.loads(owner.read_text())
+                        except (OSError, ValueError):
+                            info = {}
+                        on_wait(info)
+                    waited = True
+                    time.sleep(poll)
+            info = {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "since": time.time()}
+            atomic_write(owner, json.dumps(info), mode=0o664)
+            try:
+                yield
+            finally:
+                with contextlib.suppress(OSError):
+                    owner.unlink()
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # ---- refs, listing, gc
+    def write_refs(self, workspace_id: str, workspace_path: str, nodes: dict[str, str]) -> None:
+        """Record which objects a workspace's nodes point at (gc roots), merging with earlier refs."""
+        path = self.root / "refs" / f"{workspace_id}.json"
+        with self.lock(f"refs-{workspace_id}"):
+            try:
+                cur = json.loads(path.read_text())
+            except (OSError, ValueError):
+                cur = {"workspace": workspace_path, "nodes": {}}
+            cur["workspace"] = workspace_path
+            cur["nodes"].update(nodes)
+            cur["updated"] = time.time()
+            atomic_write(path, json.dumps(cur, indent=1, sort_keys=True), mode=0o664)
+
+    def all_refs(self) -> dict[str, dict[str, Any]]:
+        """Every workspace's refs file."""
+        out = {}
+        for p in sorted((self.root / "refs").glob("*.json")):
+            try:
+                out[p.stem] = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def size_of(self, key: str) -> int:
+        """Bytes used by an object's data files."""
+        m = self.manifest(key) or {}
+        return sum(e["size"] for e in m.get("outputs", []))
+
+    def gc(self, keep: set[str], keep_days: float = 0.0, dry_run: bool = False) -> list[tuple[str, int, str]]:
+        """Delete objects not in ``keep`` and older than ``keep_days``; returns (key, bytes, stage)."""
+        cutoff = time.time() - keep_days * 86400
+        removed = []
+        for key in list(self.keys()):
+            if key in keep:
+                continue
+            m = self.manifest(key) or {}
+            if m.get("created", 0) > cutoff:
+                continue
+            removed.append((key, self.size_of(key), m.get("node", "?")))
+            if not dry_run:
+                with self.lock(key):
+                    trash = self.root / "tmp" / f"{key}.replaced.{os.getpid()}.{time.monotonic_ns()}"
+                    os.rename(self.object_dir(key), trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+                    with contextlib.suppress(OSError):
+                        self.log_path(key).unlink()
+        return removed

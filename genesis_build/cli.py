@@ -1,0 +1,502 @@
+"""``genesis-build`` command line.
+
+Heavy modules (networkx, pydantic models, rich) are imported inside the commands that need them,
+and torch never: ``--help`` and ``--dry-run`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import GenesisError
+
+COMMANDS = ("why", "graph", "show", "cache", "init", "serve", "chat", "probe")
+
+EPILOG = """commands:
+  genesis-build [TARGET…]            build targets (default: the workspace's default target)
+  genesis-build why NODE             why NODE would run (what changed since its last build)
+  genesis-build graph [TARGET]       the DAG as dot, mermaid or json
+  genesis-build show NODE            a node's manifest and output path
+  genesis-build cache ls|du|verify|gc|push|pull
+  genesis-build init [DIR]           write a starter workspace
+  genesis-build serve TARGET         OpenAI-compatible server for an exported model
+  genesis-build chat TARGET          terminal chat with an exported model
+  genesis-build probe NODE           measure throughput for the planner
+
+Targets are node ids (stage:name[/part], e.g. tokenize:tiny) or kind:name for a kind's default
+stage (model:tiny). Run `genesis-build COMMAND --help` for a command's options."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-C", "--workspace", metavar="DIR", help="workspace directory (default: nearest genesis.toml)")
+    p.add_argument("--cache", metavar="DIR", help="cache directory (overrides GENESIS_CACHE and genesis.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Parser of the default (build) command."""
+    p = argparse.ArgumentParser(prog="genesis-build", description="Declarative, content-addressed build system for language models.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="what to build (default: genesis.toml's default)")
+    p.add_argument("-n", "--dry-run", action="store_true", help="show the DAG, each node's state and why; run nothing")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="--dry-run output format")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent nodes at once")
+    p.add_argument("-k", "--keep-going", action="store_true", help="keep building independent nodes after a failure")
+    p.add_argument("--force", action="append", default=[], metavar="NODE", help="rebuild NODE even if cached (repeatable)")
+    p.add_argument("--reset-optimizer", action="store_true", help="resume training without optimizer state (recorded in the manifest)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    _common(p)
+    return p
+
+
+def command_parser(cmd: str) -> argparse.ArgumentParser:
+    """Parser of a named command."""
+    p = argparse.ArgumentParser(prog=f"genesis-build {cmd}")
+    if cmd == "why":
+        p.description = "Explain why NODE would run: every field, input and file that changed since its last build."
+        p.add_argument("node")
+    elif cmd == "graph":
+        p.description = "Print the build graph of TARGET."
+        p.add_argument("targets", nargs="*", metavar="TARGET")
+        p.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
+    elif cmd == "show":
+        p.description = "Show a node's manifest and output path."
+        p.add_argument("node")
+    elif cmd == "cache":
+        p.description = "Inspect and maintain the cache."
+        sub = p.add_subparsers(dest="action", required=True)
+        sub.add_parser("ls", help="list objects")
+        sub.add_parser("du", help="disk usage by stage")
+        v = sub.add_parser("verify", help="rehash every object; quarantine corrupted ones")
+        v.add_argument("keys", nargs="*", help="only these keys (prefixes)")
+        g = sub.add_parser("gc", help="delete objects no workspace refers to")
+        g.add_argument("--all", action="store_true", help="delete every unreferenced object regardless of workspaces' refs")
+        g.add_argument("--keep-days", type=float, default=0.0, help="keep objects younger than this")
+        g.add_argument("-n", "--dry-run", action="store_true", help="list what would be deleted")
+        for name in ("push", "pull"):
+            r = sub.add_parser(name, help=f"{name} objects of TARGET to/from the remote cache")
+            r.add_argument("targets", nargs="*", metavar="TARGET")
+        for s in sub.choices.values():
+            _common(s)
+    elif cmd == "init":
+        p.description = "Write a starter workspace (genesis.toml + specs) into DIR."
+        p.add_argument("dir", nargs="?", default=".")
+    elif cmd in ("serve", "chat"):
+        p.description = f"{'Serve' if cmd == 'serve' else 'Chat with'} an exported model (e.g. export:tiny or export-aligned:tiny)."
+        p.add_argument("target")
+        if cmd == "serve":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--max-new-tokens", type=int, default=256)
+    elif cmd == "probe":
+        p.description = "Measure training throughput of NODE's config for the planner's ETA."
+        p.add_argument("node")
+        p.add_argument("--steps", type=int, default=5)
+    if cmd != "cache":
+        _common(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: returns the exit code (0 ok, 1 build failed, 2 bad input, 130 interrupted)."""
+    argv = sys.argv[1:] if argv is None else argv
+    from rich.console import Console
+
+    console = Console(stderr=False, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        if argv and argv[0] in COMMANDS:
+            args = command_parser(argv[0]).parse_args(argv[1:])
+            return globals()[f"cmd_{argv[0]}"](args, console)
+        return cmd_build(build_parser().parse_args(argv), console)
+    except GenesisError as e:
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: no partial object was published; rerun to continue")
+        return 130
+
+
+def _engine(args: argparse.Namespace, console: Any) -> Any:
+    from .executor import Engine
+    from .workspace import load
+
+    start = Path(args.workspace) if getattr(args, "workspace", None) else None
+    return Engine(load(start, cache_override=getattr(args, "cache", None)), console)
+
+
+def _targets(engine: Any, targets: list[str]) -> list[str]:
+    if targets:
+        return targets
+    if not engine.ws.default:
+        raise GenesisError("no target given and genesis.toml has no [workspace] default")
+    return [engine.ws.default]
+
+
+def _graph_of(engine: Any, targets: list[str]) -> Any:
+    return engine.project.expand(targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# build / dry-run
+
+
+def cmd_build(args: argparse.Namespace, console: Any) -> int:
+    """Build (or with --dry-run, explain) the targets."""
+    engine = _engine(args, console)
+    targets = _targets(engine, args.targets)
+    graph = _graph_of(engine, targets)
+    force: set[str] = set()
+    for f in args.force:
+        force.update(engine.project.resolve_target(f))
+        if not set(engine.project.resolve_target(f)) <= set(graph.nodes):
+            raise GenesisError(f"--force {f}: not part of the graph of {', '.join(targets)}")
+    if args.dry_run:
+        status = engine.status(graph, force)
+        if args.format == "json":
+            print(json.dumps([s.as_json() for s in status.values()], indent=1))
+        else:
+            print_status_tree(console, engine, graph, targets, status)
+        return 0
+    from .progress import BuildUI
+
+    options = {"reset_optimizer": True} if args.reset_optimizer else {}
+    with BuildUI(console, quiet=args.quiet) as ui:
+        results = engine.build(graph, targets, jobs=args.jobs, keep_going=args.keep_going, force=force,
+                               options=options, ui=ui)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    failed = [r for r in results if r.outcome == "failed"]
+    console.print(f"{len(results)} nodes: {summary}")
+    for t in targets:
+        link = engine.ws.out_dir / t.replace("/", "__")
+        if link.is_symlink() and not failed:
+            console.print(f"{t} → {os.path.relpath(link, Path.cwd())}")
+    if failed:
+        user = [getattr(r, "user_error", None) for r in failed]
+        if all(user):
+            raise user[0]  # a bad input found at run time: one line, exit 2
+        for r in failed:
+            if getattr(r, "traceback", None):
+                sys.stderr.write(r.traceback)  # an engine bug, not a stage failure: show where
+        return 1
+    return 0
+
+
+STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}
+STATE_LABEL = {"cached": "cached", "stale": "stale → will run", "missing": "will run", "waiting": "will run after inputs", "forced": "forced"}
+
+
+def print_status_tree(console: Any, engine: Any, graph: Any, targets: list[str], status: dict[str, Any]) -> None:
+    """The DAG as a rich tree, each node with its state and reason."""
+    from rich.tree import Tree
+
+    shown: set[str] = set()
+
+    def label(nid: str) -> str:
+        s = status[nid]
+        key = f" [dim]{s.key[:10]}[/]" if s.key else ""
+        reason = f" — {'; '.join(s.reasons)}" if s.reasons else ""
+        return f"[{STATE_STYLE[s.state]}]{STATE_LABEL[s.state]}[/] [bold]{nid}[/]{key}{reason}"
+
+    def add(tree: Any, nid: str) -> None:
+        if nid in shown:
+            tree.add(f"[dim]{nid} (see above)[/]")
+            return
+        shown.add(nid)
+        branch = tree.add(label(nid))
+        for w in status[nid].warnings:
+            branch.add(f"[yellow]warning:[/] {w}")
+        for k, v in status[nid].describe:
+            branch.add(f"[blue]{k}:[/] {v}")
+        for dep in sorted(graph.predecessors(nid)):
+            add(branch, dep)
+
+    for t in targets:
+        ids = engine.project.resolve_target(t)
+        root = Tree(f"[bold]{t}[/]")
+        for nid in ids:
+            add(root, nid)
+        console.print(root)
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s.state] = counts.get(s.state, 0) + 1
+    to_run = sum(v for k, v in counts.items() if k != "cached")
+    console.print(f"{len(status)} nodes: {counts.get('cached', 0)} cached, {to_run} to run")
+
+
+# ---------------------------------------------------------------------------------------------
+# why / show / graph
+
+
+def _status_of(engine: Any, nid_or_target: str) -> tuple[str, Any, Any]:
+    ids = engine.project.resolve_target(nid_or_target)
+    if len(ids) != 1:
+        raise GenesisError(f"{nid_or_target} stands for {len(ids)} nodes; name one: {', '.join(ids)}")
+    graph = engine.project.expand(ids)
+    status = engine.status(graph)
+    return ids[0], status[ids[0]], status
+
+
+def cmd_why(args: argparse.Namespace, console: Any) -> int:
+    """Explain the state of one node in full."""
+    from .graph import describe_changes
+
+    engine = _engine(args, console)
+    nid, st, status = _status_of(engine, args.node)
+    console.print(f"[bold]{nid}[/]: [{STATE_STYLE[st.state]}]{STATE_LABEL[st.state]}[/]" + (f" (key {st.key})" if st.key else ""))
+    if st.state == "stale":
+        node = engine.project.node(nid)
+        ref = engine.refs.get(nid)
+        inputs = engine.project.input_ids(node)
+        material = engine.material(node, {n: status[i].digest for n, i in inputs.items()})
+        for r in describe_changes(ref["material"], material, limit=None):
+            console.print(f"  - {r}")
+    elif st.state == "waiting":
+        pending = [i for i in st.inputs if status[i].state != "cached"]
+        for p in pending:
+            console.print(f"  - input {p}: {STATE_LABEL[status[p].state]} ({'; '.join(status[p].reasons)})")
+    else:
+        for r in st.reasons:
+            console.print(f"  - {r}")
+    for w in st.warnings:
+        console.print(f"  [yellow]warning:[/] {w}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, console: Any) -> int:
+    """Print a node's manifest (current key if built, else its last build)."""
+    engine = _engine(args, console)
+    nid, st, _ = _status_of(engine, args.node)
+    key = st.key if st.state == "cached" else None
+    note = ""
+    if key is None:
+        ref = engine.refs.get(nid)
+        if ref and engine.cache.has(ref["key"]):
+            key, note = ref["key"], f" (last build; now {STATE_LABEL[st.state]}: {'; '.join(st.reasons)})"
+    if key is None:
+        console.print(f"{nid}: not built ({'; '.join(st.reasons)})")
+        return 1
+    m = engine.cache.manifest(key) or {}
+    console.print(f"[bold]{nid}[/] {key}{note}")
+    console.print(f"path: {engine.cache.data_dir(key)}")
+    if m.get("stats"):
+        console.print("stats:")
+        for k, v in m["stats"].items():
+            console.print(f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}")
+    console.print_json(json.dumps({k: v for k, v in m.items() if k != "outputs"}))
+    console.print(f"{len(m.get('outputs', []))} files, {sum(e['size'] for e in m.get('outputs', []))} bytes")
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace, console: Any) -> int:
+    """Print the graph as dot, mermaid or node-link JSON."""
+    engine = _engine(args, console)
+    graph = engine.project.expand(_targets(engine, args.targets))
+    print(render_graph(graph, args.format))
+    return 0
+
+
+def render_graph(graph: Any, fmt: str) -> str:
+    """Render a DiGraph in one of the supported formats."""
+    import networkx as nx
+
+    order = list(nx.topological_sort(graph))
+    if fmt == "json":
+        return json.dumps(nx.node_link_data(graph, edges="edges"), indent=1)
+    if fmt == "mermaid":
+        ids = {n: f"n{i}" for i, n in enumerate(order)}
+        lines = ["graph LR"] + [f'  {ids[n]}["{n}"]' for n in order]
+        lines += [f"  {ids[a]} --> {ids[b]}" for a, b in graph.edges]
+        return "\n".join(lines)
+    lines = ["digraph genesis {", "  rankdir=LR;"] + [f'  "{n}";' for n in order]
+    lines += [f'  "{a}" -> "{b}" [label="{d.get("name", "")}"];' for a, b, d in graph.edges(data=True)]
+    return "\n".join(lines + ["}"])
+
+
+# ---------------------------------------------------------------------------------------------
+# cache
+
+
+def cmd_cache(args: argparse.Namespace, console: Any) -> int:
+    """Cache maintenance commands."""
+    from rich.table import Table
+
+    engine = _engine(args, console)
+    cache = engine.cache
+    if args.action == "ls":
+        t = Table("key", "node", "size", "created", "wall s")
+        import time
+
+        for key in cache.keys():
+            m = cache.manifest(key) or {}
+            t.add_row(key[:16], m.get("node", "?"), _size(cache.size_of(key)),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(m.get("created", 0))), str(m.get("wall_time_s", "")))
+        console.print(t)
+        return 0
+    if args.action == "du":
+        per: dict[str, list[int]] = {}
+        for key in cache.keys():
+            m = cache.manifest(key) or {}
+            e = per.setdefault(m.get("stage", "?"), [0, 0])
+            e[0] += 1
+            e[1] += cache.size_of(key)
+        t = Table("stage", "objects", "size")
+        for stage_name, (n, size) in sorted(per.items()):
+            t.add_row(stage_name, str(n), _size(size))
+        runs = _dir_size(cache.root / "runs")
+        samples = _dir_size(cache.root / "samples")
+        t.add_row("[dim]runs/ (resumable)[/]", "", _size(runs))
+        t.add_row("[dim]samples/[/]", "", _size(samples))
+        t.add_row("[bold]total[/]", str(sum(v[0] for v in per.values())), _size(sum(v[1] for v in per.values()) + runs + samples))
+        console.print(t)
+        return 0
+    if args.action == "verify":
+        keys = [k for k in cache.keys() if not args.keys or any(k.startswith(p) for p in args.keys)]
+        bad = 0
+        for key in keys:
+            problems = cache.verify(key)
+            if problems:
+                bad += 1
+                where = cache.quarantine(key)
+                console.print(f"[red]corrupt[/] {key} ({(cache.manifest(key) or {}).get('node', '?')}): {'; '.join(problems[:3])} → {where}")
+        console.print(f"verified {len(keys)} objects: {len(keys) - bad} ok, {bad} quarantined")
+        return 1 if bad else 0
+    if args.action == "gc":
+        keep: set[str] = set()
+        if not args.all:
+            for refs in cache.all_refs().values():
+                keep.update(refs.get("nodes", {}).values())
+        removed = cache.gc(keep, keep_days=args.keep_days, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        for key, size, node in removed:
+            console.print(f"{verb} {key[:16]} {node} {_size(size)}")
+        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {len(keep)} referenced")
+        return 0
+    if args.action in ("push", "pull"):
+        if engine.remote is None:
+            raise GenesisError("no remote cache configured: add [remote] url = \"s3://bucket/prefix\" to genesis.toml")
+        targets = _targets(engine, args.targets)
+        status = engine.status(engine.project.expand(targets))
+        n = 0
+        for nid, st in status.items():
+            if st.key is None:
+                continue
+            if args.action == "push" and cache.has(st.key):
+                n += engine.remote.push(st.key)
+            elif args.action == "pull" and not cache.has(st.key) and engine.remote.has(st.key):
+                n += bool(engine.remote.pull(st.key))
+        console.print(f"{args.action}ed {n} objects")
+        return 0
+    return 2
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _dir_size(d: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(d):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# init / serve / chat / probe
+
+
+STARTER_TOML = """# genesis-build workspace (see README.md)
+[workspace]
+default = "model:tiny"   # what `genesis-build` with no argument builds
+cache = "cache"          # or an absolute path shared between workspaces; GENESIS_CACHE overrides
+plugins = ["stages"]     # modules that register spec kinds and stages
+
+# [remote]
+# url = "s3://bucket/genesis-cache"   # any fsspec URL: pull on miss, push after build
+"""
+
+
+def cmd_init(args: argparse.Namespace, console: Any) -> int:
+    """Write genesis.toml and copy the built-in specs into DIR."""
+    import shutil
+
+    target = Path(args.dir).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    if (target / "genesis.toml").exists():
+        raise GenesisError(f"{target / 'genesis.toml'} already exists")
+    (target / "genesis.toml").write_text(STARTER_TOML)
+    src = Path(__file__).resolve().parent.parent / "specs"
+    copied = 0
+    if src.is_dir() and src.resolve() != (target / "specs").resolve():
+        for f in sorted(src.glob("*/*.toml")):
+            dest = target / "specs" / f.parent.name / f.name
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dest)
+                copied += 1
+    with open(target / ".gitignore", "a") as gi:
+        gi.write("cache/\nout/\n.genesis/\n")
+    console.print(f"initialised {target}: genesis.toml, {copied} specs; run `genesis-build --dry-run` there")
+    return 0
+
+
+def _model_dir(engine: Any, target: str) -> Path:
+    ids = engine.project.resolve_target(target)
+    graph = engine.project.expand(ids)
+    st = engine.status(graph)[ids[0]]
+    if st.state != "cached":
+        raise GenesisError(f"{target} is not built ({'; '.join(st.reasons)}): run `genesis-build {target}` first")
+    return engine.cache.data_dir(st.key)
+
+
+def cmd_serve(args: argparse.Namespace, console: Any) -> int:
+    """OpenAI-compatible HTTP server for an exported model."""
+    engine = _engine(args, console)
+    model_dir = _model_dir(engine, args.target)
+    from stages.serving.openai_server import serve  # torch is imported there, only for this command
+
+    console.print(f"serving {args.target} ({model_dir}) on http://{args.host}:{args.port}/v1")
+    serve(str(model_dir), host=args.host, port=args.port, max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace, console: Any) -> int:
+    """Terminal chat with an exported model."""
+    engine = _engine(args, console)
+    model_dir = _model_dir(engine, args.target)
+    from stages.serving.chat import chat
+
+    chat(str(model_dir), max_new_tokens=args.max_new_tokens)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace, console: Any) -> int:
+    """Measure a training node's throughput (tokens/s) for the planner."""
+    engine = _engine(args, console)
+    ids = engine.project.resolve_target(args.node)
+    node = engine.project.node(ids[0])
+    probe = getattr(sys.modules.get(node.stage.module), "probe", None)
+    if probe is None:
+        raise GenesisError(f"{args.node}: stage {node.stage.name} has no probe")
+    result = probe(node.spec.model, engine.project.resolve, steps=args.steps, workspace=engine.ws.root)
+    console.print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,446 @@
+"""Status (what would run and why) and execution of a build graph.
+
+Nodes run in topological order; independent nodes run concurrently (``-j``). A node's key needs its
+inputs' *output digests*, so a rebuilt input that produced identical bytes leaves its consumers
+cached (early cutoff). Heavy stages run in a subprocess (``genesis_build.worker``) whose output goes
+to a per-node log in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .cache import Cache, CorruptObject
+from .errors import BuildError, GenesisError
+from .graph import Node, Project, describe_changes, trajectory_material
+from .keys import digest_json
+from .stage import Context, InputRef
+from .state import Refs, StateDB
+from .workspace import Workspace
+
+CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
+
+
+@dataclass
+class NodeStatus:
+    """A node's state as ``--dry-run`` reports it."""
+
+    id: str
+    stage: str
+    key: str | None
+    state: str
+    reasons: list[str]
+    inputs: list[str]
+    digest: str | None = None  # output digest when cached
+    warnings: list[str] = field(default_factory=list)
+    describe: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--dry-run --format json`` record."""
+        return {"id": self.id, "stage": self.stage, "key": self.key, "state": self.state,
+                "reason": "; ".join(self.reasons), "inputs": self.inputs, "warnings": self.warnings}
+
+
+@dataclass
+class NodeResult:
+    """What happened to a node during a build."""
+
+    id: str
+    outcome: str  # "cached", "built", "failed", "skipped", "pulled"
+    key: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    log: Path | None = None
+
+
+def workspace_id(ws: Workspace) -> str:
+    """Stable id of a workspace (its resolved path) for per-workspace refs in a shared cache."""
+    return digest_json(str(ws.root.resolve()))[:16]
+
+
+class Engine:
+    """Ties workspace, project, cache and state together for one CLI invocation."""
+
+    def __init__(self, ws: Workspace, console: Any = None) -> None:
+        self.ws = ws
+        self.project = Project(ws.root, ws.plugins)
+        self.cache = Cache(ws.cache_dir)
+        self.state = StateDB(ws.state_dir / "state.db")
+        self.refs = Refs(self.state)
+        self.console = console
+        self._source_hashes: dict[str, str] = {}
+        self.remote = None
+        if ws.remote_url:
+            from .remote import Remote
+
+            self.remote = Remote(ws.remote_url, self.cache)
+
+    # ---- keys
+    def source_hash(self, node: Node) -> str:
+        """Digest of the stage's source file (warns when it changes without a version bump)."""
+        f = node.stage.source_file
+        if f not in self._source_hashes:
+            self._source_hashes[f] = self.state.digest(Path(f)) if f and os.path.isfile(f) else ""
+        return self._source_hashes[f]
+
+    def file_digests(self, node: Node) -> dict[str, str]:
+        """Content digests of the node's file inputs, through the state DB."""
+        files = self.project.file_inputs(node)
+        digests = self.state.digest_many([p for _, p in files])
+        return {k: digests[p] for k, p in files}
+
+    def material(self, node: Node, input_digests: dict[str, str]) -> dict[str, Any]:
+        """Key material of a node given its inputs' output digests."""
+        return self.project.key_material(node, input_digests, self.file_digests(node))
+
+    def source_warning(self, node: Node) -> str | None:
+        """A warning when the stage's source changed since the last build but its version did not."""
+        ref = self.refs.get(node.id)
+        if ref and ref["version"] == node.stage.version and ref["source_hash"] and ref["source_hash"] != self.source_hash(node):
+            return (f"stage {node.stage.name} source changed since the last build of {node.id} but its version "
+                    f"is still {node.stage.version}: bump `version` if outputs change")
+        return None
+
+    # ---- status
+    def status(self, graph: Any, force: set[str] = frozenset()) -> dict[str, NodeStatus]:
+        """Every node's state and reason, without running anything."""
+        import networkx as nx
+
+        out: dict[str, NodeStatus] = {}
+        for nid in nx.topological_sort(graph):
+            node = self.project.node(nid)
+            inputs = self.project.input_ids(node)
+            warnings = [w for w in [self.source_warning(node)] if w]
+            describe = node.stage.describe(node.spec.model, self.project.resolve) if node.stage.describe else []
+            pending = [i for i in inputs.values() if out[i].digest is None]
+            if pending:
+                out[nid] = NodeStatus(nid, node.stage.name, None, WAITING,
+                                      [f"input {p} will be rebuilt" for p in pending[:2]], list(inputs.values()),
+                                      warnings=warnings, describe=describe)
+                continue
+            material = self.material(node, {n: out[i].digest for n, i in inputs.items()})
+            key = digest_json(material)
+            ref = self.refs.get(nid)
+            if nid in force:
+                st = NodeStatus(nid, node.stage.name, key, FORCED, ["--force"], list(inputs.values()))
+            elif self.cache.has(key):
+                m = self.cache.manifest(key) or {}
+                st = NodeStatus(nid, node.stage.name, key, CACHED, [], list(inputs.values()), digest=m.get("output_digest"))
+            elif self.remote is not None and self.remote.has(key):
+                st = NodeStatus(nid, node.stage.name, key, CACHED, ["in remote cache (will pull)"], list(inputs.values()),
+                                digest=self.remote.output_digest(key))
+            elif ref is None:
+                st = NodeStatus(nid, node.stage.name, key, MISSING, ["never built"], list(inputs.values()))
+            elif ref["key"] == key:
+                st = NodeStatus(nid, node.stage.name, key, MISSING, ["object missing from the cache (gc'd or quarantined)"],
+                                list(inputs.values()))
+            else:
+                st = NodeStatus(nid, node.stage.name, key, STALE, describe_changes(ref["material"], material),
+                                list(inputs.values()))
+            st.warnings, st.describe = warnings, describe
+            out[nid] = st
+        return out
+
+    # ---- build
+    def build(self, graph: Any, targets: list[str], jobs: int = 1, keep_going: bool = False,
+              force: set[str] = frozenset(), options: dict[str, Any] | None = None,
+              ui: "Any" = None) -> list[NodeResult]:
+        """Run what is not cached, in dependency order; returns one result per node."""
+        import networkx as nx
+
+        self.cache.ensure()
+        self.cache.clean_tmp()
+        options = options or {}
+        results: dict[str, NodeResult] = {}
+        digests: dict[str, str] = {}  # node → output digest
+        built_keys: dict[str, str] = {}  # node → key
+        failed: set[str] = set()
+        lock = threading.Lock()
+        cancel = threading.Event()
+        remaining = {n: set(graph.predecessors(n)) for n in graph.nodes}
+        order = {n: i for i, n in enumerate(nx.topological_sort(graph))}
+        git = _git_commit(self.ws.root)
+
+        def run_one(nid: str) -> NodeResult:
+            node = self.project.node(nid)
+            inputs = self.project.input_ids(node)
+            return self._build_node(node, inputs, digests, built_keys, nid in force, options, git, ui, cancel)
+
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            running: dict[Future, str] = {}
+
+            def schedule() -> None:
+                ready = sorted((n for n, deps in remaining.items() if not deps), key=order.get)
+                for n in ready:
+                    if len(running) >= max(1, jobs):
+                        break
+                    del remaining[n]
+                    if cancel.is_set():
+                        results[n] = NodeResult(n, "skipped", error="cancelled")
+                        continue
+                    running[pool.submit(run_one, n)] = n
+
+            try:
+                schedule()
+                while running:
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        nid = running.pop(fut)
+                        try:
+                            res = fut.result()
+                        except GenesisError as e:
+                            res = NodeResult(nid, "failed", error=str(e))
+                            res.user_error = e  # type: ignore[attr-defined]
+                        except Exception as e:  # noqa: BLE001 — reported with the node's log
+                            res = NodeResult(nid, "failed", error=f"{type(e).__name__}: {e}")
+                            res.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+                        results[nid] = res
+                        with lock:
+                            if res.outcome == "failed":
+                                failed.add(nid)
+                                for d in nx.descendants(graph, nid):
+                                    if d in remaining:
+                                        del remaining[d]
+                                        results[d] = NodeResult(d, "skipped", error=f"input {nid} failed")
+                                if not keep_going:
+                                    cancel.set()
+                            for succ in graph.successors(nid):
+                                if succ in remaining:
+                                    remaining[succ].discard(nid)
+                        if ui:
+                            ui.finished(res)
+                    schedule()
+            except KeyboardInterrupt:
+                cancel.set()
+                _terminate_children()
+                for fut in running:
+                    fut.cancel()
+                wait(list(running))
+                raise
+        for n in remaining:
+            results.setdefault(n, NodeResult(n, "skipped", error="cancelled"))
+        self._link_outputs(targets, results)
+        return [results[n] for n in sorted(results, key=order.get)]
+
+    def _build_node(self, node: Node, inputs: dict[str, str], digests: dict[str, str], built_keys: dict[str, str], forced: bool,
+                    options: dict[str, Any], git: str | None, ui: Any, cancel: threading.Event) -> NodeResult:
+        t0 = time.time()
+        material = self.material(node, {name: digests[i] for name, i in inputs.items()})
+        key = digest_json(material)
+        warning = self.source_warning(node)
+        if warning and ui:
+            ui.warn(warning)
+        hit = None if forced else self._lookup(key, node, ui)
+        if hit is None:
+            waiting_msg = (lambda info: ui.waiting(node.id, info)) if ui else None
+            with self.cache.lock(key, node.id, on_wait=waiting_msg):
+                hit = None if forced else self._lookup(key, node, ui)
+                if hit is None:
+                    if cancel.is_set():
+                        return NodeResult(node.id, "skipped", key, error="cancelled")
+                    manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()}, options, git, ui)
+                    outcome = "built"
+                    if self.remote is not None and self.ws.remote_push:
+                        self.remote.push(key)
+                else:
+                    manifest, outcome = hit
+        else:
+            manifest, outcome = hit
+        digests[node.id] = manifest["output_digest"]
+        built_keys[node.id] = key
+        self.refs.put(node.id, key, material, self.source_hash(node), node.stage.version, manifest["output_digest"])
+        self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), {node.id: key})
+        return NodeResult(node.id, outcome, key, time.time() - t0, log=self.cache.log_path(key))
+
+    def _lookup(self, key: str, node: Node, ui: Any) -> tuple[dict[str, Any], str] | None:
+        """A usable cached object (checked before use; corrupt ones are quarantined) or a pull."""
+        if self.cache.has(key):
+            try:
+                self.cache.check_quick(key)
+                m = self.cache.manifest(key)
+                if m is not None:
+                    return m, "cached"
+            except CorruptObject as e:
+                where = self.cache.quarantine(key)
+                if ui:
+                    ui.warn(f"{node.id}: {e}; quarantined to {where} and rebuilding")
+        if self.remote is not None and self.ws.remote_pull and self.remote.has(key):
+            if self.remote.pull(key, progress=ui.transfer if ui else None):
+                return self.cache.manifest(key) or {}, "pulled"
+        return None
+
+    def _run_and_publish(self, node: Node, key: str, material: dict[str, Any], inputs: dict[str, tuple[str, str]],
+                         options: dict[str, Any], git: str | None, ui: Any) -> dict[str, Any]:
+        tmp = self.cache.new_tmp(key)
+        log_path = self.cache.log_path(key)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        input_refs = {}
+        for name, (dep, dep_key) in inputs.items():
+            self.cache.check_quick(dep_key)
+            input_refs[name] = {"node": dep, "key": dep_key, "path": str(self.cache.data_dir(dep_key))}
+        run_dir = None
+        traj_key = None
+        if node.stage.resumable:
+            traj_key = digest_json(trajectory_material(material, node.stage.trajectory_exclude, node.spec.kind))
+            run_dir = self.cache.run_dir(traj_key)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "workspace": str(self.ws.root), "plugins": self.ws.plugins, "node": node.id, "stage": node.stage.name,
+            "spec": node.spec.address, "part": node.part, "out": str(tmp / "data"), "inputs": input_refs,
+            "files": [str(p) for _, p in self.project.file_inputs(node)], "cache_root": str(self.cache.root),
+            "key": key, "run_dir": str(run_dir) if run_dir else None, "options": options,
+            "stats_path": str(tmp / "stats.json"), "error_path": str(tmp / "error.json"),
+        }
+        t0 = time.time()
+        if ui:
+            ui.started(node.id, key)
+        try:
+            if node.stage.resumable:
+                with self.cache.lock(f"run-{traj_key}", node.id, on_wait=(lambda i: ui.waiting(node.id, i)) if ui else None):
+                    peak = self._execute(node, payload, log_path, ui)
+            else:
+                peak = self._execute(node, payload, log_path, ui)
+            stats = json.loads((tmp / "stats.json").read_text()) if (tmp / "stats.json").is_file() else {}
+            for extra in ("stats.json", "error.json"):
+                (tmp / extra).unlink(missing_ok=True)
+            manifest = {
+                "key": key, "node": node.id, "stage": node.stage.name, "version": node.stage.version,
+                "source_hash": self.source_hash(node), "spec": material["spec"], "part": node.part,
+                "inputs": {n: {"node": r["node"], "key": r["key"], "digest": material["inputs"][n]} for n, r in input_refs.items()},
+                "files": material["files"], "trajectory": traj_key, "wall_time_s": round(time.time() - t0, 3),
+                "peak_rss_mb": round(peak / 1024, 1), "host": socket.gethostname(), "user": _user(),
+                "genesis_build": __version__, "python": sys.version.split()[0], "git_commit": git,
+                "created": time.time(), "options": options, "stats": stats, "schema": material["schema"],
+            }
+            return self.cache.publish(tmp, key, manifest)
+        except BaseException:
+            self.cache.discard(tmp)
+            raise
+
+    def _execute(self, node: Node, payload: dict[str, Any], log_path: Path, ui: Any) -> int:
+        """Run the stage (subprocess when heavy); returns peak RSS in KiB."""
+        if not node.stage.heavy:
+            from .worker import run_payload
+
+            with open(log_path, "a") as log:
+                log.write(f"== {node.id} {time.strftime('%Y-%m-%d %H:%M:%S')} (in process)\n")
+                log.flush()
+                run_payload(payload, log=log, progress=(lambda m: ui.progress(m)) if ui else None)
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        payload_path = Path(payload["out"]).parent / "payload.json"
+        payload_path.write_text(json.dumps(payload))
+        read_fd, write_fd = os.pipe()
+        env = {**os.environ, "GENESIS_PROGRESS_FD": str(write_fd), "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "a") as log:
+            log.write(f"== {node.id} {time.strftime('%Y-%m-%d %H:%M:%S')} (subprocess)\n")
+            log.flush()
+            proc = subprocess.Popen([sys.executable, "-m", "genesis_build.worker", str(payload_path)],
+                                    stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
+                                    cwd=str(self.ws.root), start_new_session=True)
+        os.close(write_fd)
+        _CHILDREN.add(proc.pid)
+        reader = threading.Thread(target=_relay_progress, args=(read_fd, ui), daemon=True)
+        reader.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            _CHILDREN.discard(proc.pid)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        reader.join(timeout=5)
+        payload_path.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            err_path = Path(payload["error_path"])
+            if err_path.is_file():
+                err = json.loads(err_path.read_text())
+                if err.get("user_error"):
+                    raise GenesisError(err["message"])
+                raise BuildError(f"{node.id} failed: {err['message']} (log: {log_path})")
+            raise BuildError(f"{node.id} failed: exit code {proc.returncode} (log: {log_path})")
+        return usage.ru_maxrss
+
+    def _link_outputs(self, targets: list[str], results: dict[str, NodeResult]) -> None:
+        """``out/<target>`` → the object's data dir, for every target that built."""
+        for t in targets:
+            ids = self.project.resolve_target(t)
+            if len(ids) != 1 or results.get(ids[0]) is None or results[ids[0]].key is None:
+                continue
+            if results[ids[0]].outcome in ("failed", "skipped"):
+                continue
+            link = self.ws.out_dir / t.replace("/", "__")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            tmp = link.with_name(f".{link.name}.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            os.symlink(self.cache.data_dir(results[ids[0]].key), tmp)  # type: ignore[arg-type]
+            os.replace(tmp, link)
+
+
+_CHILDREN: set[int] = set()
+
+
+def _terminate_children() -> None:
+    """SIGTERM every running stage subprocess group (resumable stages checkpoint on it)."""
+    for pid in list(_CHILDREN):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _relay_progress(fd: int, ui: Any) -> None:
+    with os.fdopen(fd, "rb") as f:
+        for line in f:
+            if ui is None:
+                continue
+            try:
+                ui.progress(json.loads(line))
+            except ValueError:
+                continue
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (KeyError, ImportError):
+        return str(os.getuid())
+
+
+def make_context(payload: dict[str, Any], project: Project, progress: Callable[[dict], None] | None = None) -> Context:
+    """Rebuild a stage Context from a payload (in the worker or in process)."""
+    prefix, name, part = payload["node"].split(":", 1)[0], None, payload["part"]
+    spec = project.specs.get(payload["spec"])
+    inputs = {}
+    for n, r in payload["inputs"].items():
+        manifest = json.loads((Path(r["path"]).parent / "manifest.json").read_text())
+        inputs[n] = InputRef(r["node"], Path(r["path"]), manifest)
+    ctx = Context(
+        node=payload["node"], stage=payload["stage"], spec=spec.model, spec_name=spec.name, part=part,
+        out=Path(payload["out"]), inputs=inputs, files=[Path(f) for f in payload["files"]],
+        workspace=Path(payload["workspace"]), cache_root=Path(payload["cache_root"]), key=payload["key"],
+        run_dir=Path(payload["run_dir"]) if payload["run_dir"] else None, options=payload["options"],
+    )
+    del prefix, name
+    return ctx

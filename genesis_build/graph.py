@@ -1,0 +1,319 @@
+"""Targets → a networkx DiGraph of nodes, and each node's key material.
+
+A node is ``stage:name[/part]``: stage ``stage`` run on spec ``<stage.kind>:name``. A target is a node
+id, or ``kind:name`` for a kind with a default stage (``model:tiny`` → ``report:tiny``).
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import KEY_SCHEMA
+from .errors import FieldError, SpecError, TargetError
+from .specs import Spec, SpecStore, did_you_mean
+from .stage import Stage, get_stage, kinds, node_id, parse_node_id, stages
+
+GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Node:
+    """One node of the build graph."""
+
+    id: str
+    stage: Stage
+    spec: Spec
+    part: str | None
+    inputs: dict[str, str] = field(default_factory=dict)  # input name → node id
+    file_patterns: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The spec name (``tiny`` in ``tokenize:tiny``)."""
+        return self.spec.name
+
+
+class Project:
+    """A workspace's specs and registered stages; builds graphs and key material."""
+
+    def __init__(self, root: Path, plugins: list[str]) -> None:
+        from .stage import load_plugins
+
+        self.root = root
+        import sys
+
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        load_plugins(plugins)
+        self.plugins = plugins
+        self.specs = SpecStore(root, kinds())
+        self._nodes: dict[str, Node] = {}
+
+    # ---- targets
+    def resolve_target(self, target: str) -> list[str]:
+        """Node ids a target stands for."""
+        prefix, name, part = parse_node_id(target)
+        all_stages = stages()
+        if prefix in all_stages:
+            stage = all_stages[prefix]
+            spec = self._spec_for(stage, name, target)
+            parts = stage.node_parts(spec.model)
+            if parts is None:
+                if part:
+                    raise TargetError(f"{target}: stage {prefix} has no parts")
+                return [node_id(prefix, name)]
+            if part is None:
+                return [node_id(prefix, name, p) for p in parts]
+            if part not in parts:
+                raise TargetError(f"{target}: no part '{part}' (parts: {', '.join(parts)}){did_you_mean(part, parts)}")
+            return [node_id(prefix, name, part)]
+        k = kinds().get(prefix)
+        if k is not None:
+            if not k.default_stage:
+                raise TargetError(f"{target}: kind '{prefix}' has no default stage; build one of its stages instead")
+            return self.resolve_target(node_id(k.default_stage, name, part))
+        choices = sorted(set(all_stages) | set(kinds()))
+        raise TargetError(f"{target}: unknown stage or kind '{prefix}'{did_you_mean(prefix, choices)}")
+
+    def _spec_for(self, stage: Stage, name: str, where: str) -> Spec:
+        address = f"{stage.kind}:{name}"
+        if not self.specs.path_of(address).is_file():
+            hint = did_you_mean(name, self.specs.names(stage.kind))
+            raise TargetError(f"{where}: no spec {address} ({self.specs.rel(self.specs.path_of(address))} does not exist){hint}")
+        return self.specs.get(address)
+
+    # ---- nodes
+    def node(self, nid: str) -> Node:
+        """The node with this id (memoised); validates its spec and the stage's checks."""
+        if nid in self._nodes:
+            return self._nodes[nid]
+        prefix, name, part = parse_node_id(nid)
+        stage = get_stage(prefix)
+        spec = self._spec_for(stage, name, nid)
+        if stage.check:
+            try:
+                stage.check(spec.model, self.resolve)
+            except FieldError as e:
+                target = self.specs.get(e.address) if e.address else spec
+                raise self.specs.field_error(target, e) from None
+        parts = stage.node_parts(spec.model)
+        if (parts is None) != (part is None) or (part is not None and part not in (parts or [])):
+            raise TargetError(f"{nid}: not a node of stage {prefix} (parts: {', '.join(parts or []) or 'none'})")
+        try:
+            inputs = stage.node_inputs(spec.model, part)
+            patterns = stage.node_files(spec.model, part)
+        except FieldError as e:
+            raise self.specs.field_error(spec, e) from None
+        node = Node(nid, stage, spec, part, inputs, patterns)
+        self._nodes[nid] = node
+        return node
+
+    def input_ids(self, node: Node) -> dict[str, str]:
+        """Input name → node id; an input naming a fanned-out stage gets one entry per part."""
+        out: dict[str, str] = {}
+        for name, dep in node.inputs.items():
+            ids = self.resolve_target(dep)
+            if len(ids) == 1:
+                out[name] = ids[0]
+            else:
+                for dep_id in ids:
+                    out[f"{name}/{parse_node_id(dep_id)[2]}"] = dep_id
+        return out
+
+    def resolve(self, address: str) -> Any:
+        """Validated pydantic spec for ``kind:name`` (given to stages' check/describe hooks)."""
+        return self.specs.get(address).model
+
+    def expand(self, targets: list[str]) -> Any:
+        """The DiGraph (edges input → consumer) of everything the targets need."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        todo: list[str] = []
+        for t in targets:
+            todo += self.resolve_target(t)
+        seen: set[str] = set()
+        while todo:
+            nid = todo.pop()
+            if nid in seen:
+                continue
+            seen.add(nid)
+            node = self.node(nid)
+            g.add_node(nid)
+            for name, dep_id in self.input_ids(node).items():
+                g.add_edge(dep_id, nid, name=name)
+                todo.append(dep_id)
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            raise TargetError("dependency cycle: " + " → ".join([e[0] for e in cycle] + [cycle[0][0]]))
+        return g
+
+    # ---- key material
+    def spec_values(self, node: Node) -> dict[str, Any]:
+        """The declared spec fields' values, keyed by display path (``model.training.lr``)."""
+        dump = node.spec.dump
+        kind = node.spec.kind
+        if node.stage.select:
+            return {f"{kind}.{k}": v for k, v in node.stage.select(dump, node.part).items()}
+        out: dict[str, Any] = {}
+        for f in node.stage.fields:
+            if f.startswith("@"):
+                ref_field, _, path = f[1:].partition(".")
+                address = dump.get(ref_field)
+                if not address:
+                    out[f"{ref_field}.{path}"] = None
+                    continue
+                ref = self.specs.get(address)
+                out[f"{ref.kind}.{path}" if path else ref.kind] = _get_path(ref.dump, path)
+            else:
+                out[f"{kind}.{f}"] = _get_path(dump, f)
+        return out
+
+    def file_inputs(self, node: Node) -> list[tuple[str, Path]]:
+        """(key path, absolute path) of every file input, sorted."""
+        out: dict[str, Path] = {}
+        for pattern in node.file_patterns:
+            p = Path(os.path.expanduser(pattern))
+            if not p.is_absolute():
+                p = self.root / p
+            if GLOB_CHARS & set(pattern):
+                base = _glob_base(p)
+                matches = [Path(m) for m in sorted(globmod.glob(str(p), recursive=True))]
+                for m in matches:
+                    for f in _files_under(m):
+                        out[self._key_path(f, base)] = f
+            elif p.is_dir():
+                for f in _files_under(p):
+                    out[self._key_path(f, p.parent)] = f
+            elif p.is_file():
+                out[self._key_path(p, p.parent)] = p
+            else:
+                raise TargetError(f"{node.id}: file input {pattern} does not exist")
+        return sorted(out.items())
+
+    def _key_path(self, f: Path, base: Path) -> str:
+        try:
+            return f.relative_to(self.root).as_posix()
+        except ValueError:
+            return "@/" + f.relative_to(base).as_posix()
+
+    def key_material(self, node: Node, input_digests: dict[str, str], file_digests: dict[str, str]) -> dict[str, Any]:
+        """Everything the node's key is made of."""
+        return {
+            "schema": KEY_SCHEMA,
+            "stage": node.stage.name,
+            "version": node.stage.version,
+            "part": node.part,
+            "spec": self.spec_values(node),
+            "inputs": input_digests,
+            "files": file_digests,
+        }
+
+
+def trajectory_material(material: dict[str, Any], exclude: tuple[str, ...], kind: str) -> dict[str, Any]:
+    """Key material minus fields that only extend a run (``training.steps``)."""
+    spec = {}
+    for k, v in material["spec"].items():
+        spec[k] = v
+    for path in exclude:
+        full = f"{kind}.{path}"
+        for k in list(spec):
+            if full == k:
+                del spec[k]
+            elif full.startswith(k + "."):
+                spec[k] = _without(spec[k], full[len(k) + 1 :].split("."))
+    return {**material, "spec": spec, "trajectory": True}
+
+
+def _without(value: Any, path: list[str]) -> Any:
+    if not isinstance(value, dict) or not path:
+        return value
+    if len(path) == 1:
+        return {k: v for k, v in value.items() if k != path[0]}
+    return {k: (_without(v, path[1:]) if k == path[0] else v) for k, v in value.items()}
+
+
+def _get_path(data: Any, path: str) -> Any:
+    cur = data
+    for part in path.split(".") if path else []:
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        elif isinstance(cur, list) and part.isdigit():
+            cur = cur[int(part)]
+        else:
+            return None
+    return cur
+
+
+def _glob_base(p: Path) -> Path:
+    parts = []
+    for part in p.parts:
+        if GLOB_CHARS & set(part):
+            break
+        parts.append(part)
+    return Path(*parts)
+
+
+def _files_under(p: Path) -> list[Path]:
+    if p.is_dir():
+        from .keys import list_files
+
+        return list_files(p)
+    return [p] if p.is_file() else []
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf values by dotted path, for human-readable diffs."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(value, list) and value and any(isinstance(v, (dict, list)) for v in value):
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = value
+    return out
+
+
+def describe_changes(old: dict[str, Any] | None, new: dict[str, Any], limit: int | None = 3) -> list[str]:
+    """Why a node's key differs from its last build: named fields, inputs, files, version."""
+    if old is None:
+        return ["never built"]
+    reasons: list[str] = []
+    if old.get("schema") != new.get("schema"):
+        reasons.append(f"key schema {old.get('schema')}→{new.get('schema')}")
+    if old.get("version") != new.get("version"):
+        reasons.append(f"stage version {old.get('version')}→{new.get('version')}")
+    fo, fn = flatten(old.get("spec", {})), flatten(new.get("spec", {}))
+    for k in sorted(fo.keys() | fn.keys()):
+        if k not in fn:
+            reasons.append(f"spec field {k} removed")
+        elif k not in fo:
+            reasons.append(f"spec field {k} added")
+        elif fo[k] != fn[k]:
+            reasons.append(f"spec field {k} changed {_short(fo[k])}→{_short(fn[k])}")
+    oi, ni = old.get("inputs", {}), new.get("inputs", {})
+    for k in sorted(oi.keys() | ni.keys()):
+        if oi.get(k) != ni.get(k):
+            reasons.append(f"input {k} " + ("added" if k not in oi else "removed" if k not in ni else "digest changed"))
+    of, nf = old.get("files", {}), new.get("files", {})
+    added = sorted(nf.keys() - of.keys())
+    removed = sorted(of.keys() - nf.keys())
+    changed = sorted(k for k in nf.keys() & of.keys() if nf[k] != of[k])
+    for label, items in (("added", added), ("removed", removed), ("changed", changed)):
+        if items:
+            more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+            reasons.append(f"file {items[0]} {label}{more}")
+    if not reasons:
+        reasons.append("key changed")
+    return reasons if limit is None else reasons[:limit] + ([f"… {len(reasons) - limit} more"] if len(reasons) > limit else [])
+
+
+def _short(v: Any) -> str:
+    s = repr(v) if isinstance(v, str) else str(v)
+    return s if len(s) <= 40 else s[:37] + "…"

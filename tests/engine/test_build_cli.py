@@ -1,0 +1,211 @@
+"""End-to-end: the real CLI on the engine's test stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import Workspace
+
+NODES = {"read:demo", "words:demo/a", "words:demo/e", "count:demo"}
+
+
+def test_build_then_noop(ws: Workspace) -> None:
+    r = ws.cli()
+    assert r.code == 0, r.err
+    assert set(r.ran) == NODES
+    summary = json.loads((ws.root / "out" / "text:demo" / "summary.json").read_text())
+    assert summary == {"words": 6, "per_letter": {"a": 3, "e": 4}}
+    again = ws.cli()
+    assert again.code == 0 and again.ran == []
+    assert {n["state"] for n in ws.status().values()} == {"cached"}
+
+
+def test_spec_edit_reruns_only_what_reads_it_with_named_reason(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    ws.write_spec("demo", '# a comment\nfiles = ["data/*.txt"]\nnote = "another note"   # not read by any stage\n\n[shape]\nupper = false\n')
+    assert all(n["state"] == "cached" for n in ws.status().values())  # comments/unread fields change no key
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n[shape]\nupper = false\nrepeat = 2\n')
+    st = ws.status()
+    assert st["read:demo"]["state"] == "stale"
+    assert st["read:demo"]["reason"] == "spec field text.shape.repeat changed 1→2"
+    assert st["count:demo"]["state"] == "waiting" and st["count:demo"]["key"] is None
+    why = ws.cli("why", "read:demo")
+    assert "spec field text.shape.repeat changed 1→2" in why.out
+    r = ws.cli()
+    assert r.code == 0 and set(r.ran) == NODES
+
+
+def test_early_cutoff_when_output_is_identical(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    # same words in a different file split: read's output is the concatenation, identical bytes
+    (ws.root / "data" / "a.txt").write_text("apple banana cherry\ndate ")
+    (ws.root / "data" / "b.txt").write_text("elderberry fig\n")
+    r = ws.cli()
+    assert r.code == 0 and r.ran == ["read:demo"]
+
+
+def test_touch_rehashes_but_reruns_nothing(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    for f in (ws.root / "data").iterdir():
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert all(n["state"] == "cached" for n in ws.status().values())
+    assert ws.cli().ran == []
+
+
+def test_added_file_names_the_file(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    (ws.root / "data" / "c.txt").write_text("grape\n")
+    assert ws.status()["read:demo"]["reason"] == "file data/c.txt added"
+
+
+def test_every_node_is_a_target_and_parts_expand(ws: Workspace) -> None:
+    r = ws.cli("words:demo/a")
+    assert r.code == 0 and sorted(r.ran) == ["read:demo", "words:demo/a"]
+    r = ws.cli("words:demo")
+    assert r.ran == ["words:demo/e"]
+    bad = ws.cli("words:demo/z")
+    assert bad.code == 2 and "no part 'z'" in bad.err
+
+
+def test_force_rebuilds_only_that_node(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    r = ws.cli("--force", "words:demo/a")
+    assert r.code == 0 and r.ran == ["words:demo/a"]
+
+
+def test_failure_keep_going_and_no_partial_object(ws: Workspace) -> None:
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n')
+    ws.write_spec("broken", 'files = ["data/a.txt"]\nfail = true\n')
+    r = ws.cli("text:broken", "read:demo", "-k")
+    assert r.code == 2 and "read:broken: asked to fail" in r.err
+    assert "read:demo" in r.ran
+    st = ws.status("text:broken")
+    assert st["read:broken"]["state"] == "missing"
+    assert not any((ws.root / "cache" / "tmp").iterdir())
+
+
+def test_bad_spec_is_one_line_exit_2_and_cache_untouched(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    before = ws.cache_snapshot()
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n[shape]\nuper = true\n')
+    r = ws.cli()
+    assert r.code == 2
+    assert r.err.strip() == "error: specs/text/demo.toml:3: text.shape.uper: unknown field (did you mean upper?)"
+    assert "Traceback" not in r.err + r.out
+    assert ws.cache_snapshot() == before
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n[shape]\nrepeat = 1000\n')  # the stage's own check hook
+    r = ws.cli("--dry-run")
+    assert r.code == 2 and r.err.strip() == "error: specs/text/demo.toml:3: text.shape.repeat: must be at most 100"
+
+
+def test_graph_show_and_cache_commands(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    dot = ws.cli("graph", "--format", "dot").out
+    assert '"read:demo" -> "words:demo/a"' in dot
+    mer = ws.cli("graph", "--format", "mermaid").out
+    assert mer.startswith("graph LR") and mer.count("-->") == 5
+    js = json.loads(ws.cli("graph", "--format", "json").out)
+    assert {n["id"] for n in js["nodes"]} == NODES
+    show = ws.cli("show", "read:demo")
+    assert show.code == 0 and "chars: 40" in show.out and str(ws.root / "cache" / "objects") in show.out
+    ls = ws.cli("cache", "ls")
+    assert ls.code == 0 and "count:demo" in ls.out
+    du = ws.cli("cache", "du")
+    assert "words" in du.out and "total" in du.out
+    ver = ws.cli("cache", "verify")
+    assert ver.code == 0 and "4 ok, 0 quarantined" in ver.out
+
+
+def test_manifest_records_what_the_issue_lists(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    key = ws.status()["read:demo"]["key"]
+    m = json.loads((ws.root / "cache" / "objects" / key[:2] / key / "manifest.json").read_text())
+    for field in ("key", "stage", "version", "spec", "inputs", "files", "outputs", "wall_time_s", "peak_rss_mb",
+                  "host", "genesis_build", "git_commit", "output_digest"):
+        assert field in m, field
+    assert m["spec"] == {"text.shape": {"upper": False, "repeat": 1}}
+    assert set(m["files"]) == {"data/a.txt", "data/b.txt"}
+    assert m["outputs"][0]["path"] == "all.txt" and m["outputs"][0]["size"] == 40
+
+
+def test_verify_quarantines_a_corrupted_object_and_build_replaces_it(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    key = ws.status()["read:demo"]["key"]
+    f = ws.root / "cache" / "objects" / key[:2] / key / "data" / "all.txt"
+    os.chmod(f, 0o644)
+    data = bytearray(f.read_bytes())
+    data[3] ^= 0xFF
+    f.write_bytes(bytes(data))
+    r = ws.cli("cache", "verify")
+    assert r.code == 1 and "content digest mismatch" in r.out and "1 quarantined" in r.out
+    assert any((ws.root / "cache" / "quarantine").iterdir())
+    r = ws.cli()
+    assert r.ran == ["read:demo"]  # rebuilt; its output equals the old one, so nothing downstream reruns
+
+
+def test_truncated_object_is_caught_before_use(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    key = ws.status()["read:demo"]["key"]
+    f = ws.root / "cache" / "objects" / key[:2] / key / "data" / "all.txt"
+    os.chmod(f, 0o644)
+    f.write_text("x")
+    r = ws.cli()
+    assert r.code == 0 and r.ran == ["read:demo"] and "quarantined" in r.out
+
+
+def test_gc_keeps_referenced_objects(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n[shape]\nupper = true\n')
+    assert ws.cli().code == 0  # 4 new objects; the 4 old ones are no longer referenced
+    young = ws.cli("cache", "gc", "--keep-days", "1", "--dry-run")
+    assert "would delete 0 objects" in young.out
+    dry = ws.cli("cache", "gc", "--dry-run")
+    assert "would delete 4 objects" in dry.out and "kept 4 referenced" in dry.out
+    assert len(list((ws.root / "cache" / "objects").glob("*/*"))) == 8  # dry run deleted nothing
+    assert ws.cli("cache", "gc").code == 0
+    assert len(list((ws.root / "cache" / "objects").glob("*/*"))) == 4
+    assert ws.cli().ran == []  # what the workspace points at survived
+    assert "would delete 4 objects" in ws.cli("cache", "gc", "--all", "--dry-run").out
+
+
+def test_source_change_without_version_bump_warns(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    src = ws.root / "teststages.py"
+    src.write_text(src.read_text() + "\n# changed behaviour, forgot the version bump\n")
+    r = ws.cli("--dry-run")
+    assert "source changed" in r.out and "bump `version`" in r.out
+    r = ws.cli()
+    assert "source changed" in r.out and r.ran == []
+
+
+def test_help_and_dry_run_do_not_import_torch(ws: Workspace) -> None:
+    code = ("import sys, runpy; sys.argv=['genesis-build', '--dry-run'];\n"
+            "from genesis_build.cli import main; rc = main(['--dry-run']); main(['--help']) if False else None;\n"
+            "print('HEAVY', [m for m in ('torch','transformers','datasets','tokenizers') if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ws.root, capture_output=True, text=True)
+    assert "HEAVY []" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([sys.executable, "-c", "import sys\nfrom genesis_build.cli import main\ntry:\n main(['--help'])\n"
+                        "except SystemExit: pass\nprint('HEAVY', [m for m in ('torch','transformers') if m in sys.modules])"],
+                       capture_output=True, text=True)
+    assert "HEAVY []" in p.stdout and "genesis-build why NODE" in p.stdout
+
+
+def test_init_writes_a_workspace(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "genesis_build.cli", "init", str(tmp_path / "new")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert 'default = "model:tiny"' in (tmp_path / "new" / "genesis.toml").read_text()
+    again = subprocess.run([sys.executable, "-m", "genesis_build.cli", "init", str(tmp_path / "new")], capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_cache_dir_overrides(ws: Workspace, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    r = ws.cli(env={"GENESIS_CACHE": str(other)})
+    assert r.code == 0 and (other / "objects").is_dir() and not (ws.root / "cache").exists()
+    r = ws.cli("--cache", str(tmp_path / "third"))
+    assert (tmp_path / "third" / "objects").is_dir() and set(r.ran) == NODES
