@@ -104,6 +104,12 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 build failed, 2 bad input, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        from .fastpath import try_noop
+
+        rc = try_noop(argv)
+        if rc is not None:
+            return rc
     from rich.console import Console
 
     console = Console(stderr=False, highlight=False)
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in COMMANDS:
             args = command_parser(argv[0]).parse_args(argv[1:])
             return globals()[f"cmd_{argv[0]}"](args, console)
-        return cmd_build(build_parser().parse_args(argv), console)
+        return cmd_build(build_parser().parse_args(argv), console, argv)
     except GenesisError as e:
         err.print(f"[red]error:[/] {e}", soft_wrap=True)
         return e.exit_code
@@ -145,9 +151,13 @@ def _graph_of(engine: Any, targets: list[str]) -> Any:
 # build / dry-run
 
 
-def cmd_build(args: argparse.Namespace, console: Any) -> int:
+def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = None) -> int:
     """Build (or with --dry-run, explain) the targets."""
+    from . import fastpath
+
     engine = _engine(args, console)
+    fast_args = fastpath.parse(argv) if argv is not None else None
+    pre_stats = _spec_stats(engine) if fast_args else []
     targets = _targets(engine, args.targets)
     graph = _graph_of(engine, targets)
     force: set[str] = set()
@@ -155,12 +165,20 @@ def cmd_build(args: argparse.Namespace, console: Any) -> int:
         force.update(engine.project.resolve_target(f))
         if not set(engine.project.resolve_target(f)) <= set(graph.nodes):
             raise GenesisError(f"--force {f}: not part of the graph of {', '.join(targets)}")
+    if fast_args:
+        pre_stats += _input_stats(engine, graph)
     if args.dry_run:
         status = engine.status(graph, force)
         if args.format == "json":
-            print(json.dumps([s.as_json() for s in status.values()], indent=1))
+            text = json.dumps([s.as_json() for s in status.values()], indent=1) + "\n"
+            plain = ansi = text
         else:
-            print_status_tree(console, engine, graph, targets, status)
+            plain, ansi = _render(console, lambda c: print_status_tree(c, engine, graph, targets, status))
+        sys.stdout.write(ansi if console.is_terminal else plain)
+        if fast_args and all(s.state == "cached" for s in status.values()):
+            must = [str(engine.cache.object_dir(s.key) / "manifest.json") for s in status.values()]
+            fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [s.key for s in status.values()]),
+                          must, plain, ansi)
         return 0
     from .progress import BuildUI
 
@@ -174,10 +192,17 @@ def cmd_build(args: argparse.Namespace, console: Any) -> int:
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     failed = [r for r in results if r.outcome == "failed"]
     console.print(f"{len(results)} nodes: {summary}")
+    links = []
     for t in targets:
         link = engine.ws.out_dir / t.replace("/", "__")
         if link.is_symlink() and not failed:
-            console.print(f"{t} → {os.path.relpath(link, Path.cwd())}")
+            links.append(f"{t} → {os.path.relpath(link, Path.cwd())}")
+            console.print(links[-1])
+    if fast_args and not failed and all(r.key for r in results):
+        text = "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n"
+        must = [str(engine.cache.object_dir(r.key) / "manifest.json") for r in results] + [str(engine.ws.out_dir)]
+        fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [r.key for r in results]),
+                      must, text, text)
     if failed:
         user = [getattr(r, "user_error", None) for r in failed]
         if all(user):
@@ -187,6 +212,53 @@ def cmd_build(args: argparse.Namespace, console: Any) -> int:
                 sys.stderr.write(r.traceback)  # an engine bug, not a stage failure: show where
         return 1
     return 0
+
+
+def _render(console: Any, draw: Any) -> tuple[str, str]:
+    """Render with rich into (plain, ansi) strings, so the answer can be recorded and replayed."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    rec = Console(file=buf, force_terminal=True, width=console.width, record=True, highlight=False)
+    draw(rec)
+    return rec.export_text(styles=False), buf.getvalue()
+
+
+def _spec_stats(engine: Any) -> list[list[Any]]:
+    """Stats of spec files, workspace settings and sources, taken before they are read."""
+    from . import fastpath
+
+    spec_dir = engine.ws.root / "specs"
+    paths = [str(engine.ws.root / "genesis.toml"), str(spec_dir)]
+    if spec_dir.is_dir():
+        for d in spec_dir.iterdir():
+            paths.append(str(d))
+            if d.is_dir():
+                paths += [str(f) for f in d.iterdir()]
+    return fastpath.snapshot(paths + fastpath.watched_sources(engine.ws.plugins))
+
+
+def _output_stats(engine: Any, keys: list[str]) -> list[list[Any]]:
+    """Stats of every published output file (a truncated or edited object must not look cached)."""
+    from . import fastpath
+
+    paths = []
+    for key in keys:
+        data = engine.cache.data_dir(key)
+        paths += [str(data / e["path"]) for e in (engine.cache.manifest(key) or {}).get("outputs", [])]
+    return fastpath.snapshot(paths)
+
+
+def _input_stats(engine: Any, graph: Any) -> list[list[Any]]:
+    """Stats of every node's file inputs and of the directories their globs listed."""
+    from . import fastpath
+
+    paths: list[str] = []
+    for nid in graph.nodes:
+        paths += [str(p) for _, p in engine.project.file_inputs(engine.project.node(nid))]
+    return fastpath.snapshot(paths + sorted(engine.project.watched_dirs))
 
 
 STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}

@@ -52,6 +52,7 @@ class Project:
         self.plugins = plugins
         self.specs = SpecStore(root, kinds())
         self._nodes: dict[str, Node] = {}
+        self.watched_dirs: set[str] = set()  # dirs whose listing a glob/dir input depends on
 
     # ---- targets
     def resolve_target(self, target: str) -> list[str]:
@@ -182,11 +183,13 @@ class Project:
                 p = self.root / p
             if GLOB_CHARS & set(pattern):
                 base = _glob_base(p)
+                self._watch(base, recursive="**" in pattern)
                 matches = [Path(m) for m in sorted(globmod.glob(str(p), recursive=True))]
                 for m in matches:
                     for f in _files_under(m):
                         out[self._key_path(f, base)] = f
             elif p.is_dir():
+                self._watch(p, recursive=True)
                 for f in _files_under(p):
                     out[self._key_path(f, p.parent)] = f
             elif p.is_file():
@@ -194,6 +197,16 @@ class Project:
             else:
                 raise TargetError(f"{node.id}: file input {pattern} does not exist")
         return sorted(out.items())
+
+    def _watch(self, base: Path, recursive: bool) -> None:
+        self.watched_dirs.add(str(base))
+        if recursive and base.is_dir():
+            for dirpath, _, _ in os.walk(base):
+                self.watched_dirs.add(dirpath)
+        elif base.is_dir():
+            for child in base.iterdir():
+                if child.is_dir():
+                    self.watched_dirs.add(str(child))
 
     def _key_path(self, f: Path, base: Path) -> str:
         try:

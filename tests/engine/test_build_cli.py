@@ -209,3 +209,26 @@ def test_cache_dir_overrides(ws: Workspace, tmp_path: Path) -> None:
     assert r.code == 0 and (other / "objects").is_dir() and not (ws.root / "cache").exists()
     r = ws.cli("--cache", str(tmp_path / "third"))
     assert (tmp_path / "third" / "objects").is_dir() and set(r.ran) == NODES
+
+
+def test_noop_fast_path_answers_like_the_full_path_and_notices_changes(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    full = ws.cli("--dry-run", env={"GENESIS_NO_FASTPATH": "1"})
+    assert full.code == 0 and list((ws.root / ".genesis" / "noop").glob("*.json"))
+    fast = ws.cli("--dry-run")
+    assert fast.out == full.out
+    # every kind of change must fall back to the full path: a new file in a globbed dir, a spec edit,
+    # a stage source edit, a deleted object
+    (ws.root / "data" / "c.txt").write_text("grape\n")
+    assert ws.status()["read:demo"]["state"] == "stale"
+    (ws.root / "data" / "c.txt").unlink()
+    assert ws.status()["read:demo"]["state"] == "cached"
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n[shape]\nupper = true\n')
+    assert ws.status()["read:demo"]["state"] == "stale"
+    ws.write_spec("demo", 'files = ["data/*.txt"]\nnote = "hello"\n\n[shape]\nupper = false\n')
+    assert ws.status()["read:demo"]["state"] == "cached"
+    key = ws.status()["count:demo"]["key"]
+    import shutil
+
+    shutil.rmtree(ws.root / "cache" / "objects" / key[:2] / key)
+    assert ws.status()["count:demo"]["state"] == "missing"

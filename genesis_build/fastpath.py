@@ -1,0 +1,131 @@
+"""Stat-only no-op path.
+
+When a status found every node of a target cached, we record the stat signature (inode, size,
+mtime_ns) of everything that status depended on: spec files, ``genesis.toml``, the engine's and
+plugins' source files, every file input and the directories globs walked, and the manifests of the
+objects it pointed at. The next ``genesis-build`` / ``--dry-run`` with the same arguments first
+compares those signatures; if none changed it prints the recorded answer without importing
+pydantic, networkx or rich, or reading any file's content. Any difference falls back to the full
+path, which is always correct on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+FORMAT = 2
+ALLOWED = {"-n", "--dry-run", "-q", "--quiet", "-k", "--keep-going"}
+WITH_VALUE = {"--format", "-j", "--jobs", "-C", "--workspace", "--cache"}
+
+
+def _parse(argv: list[str]) -> dict[str, Any] | None:
+    """The subset of build arguments the fast path understands, or None."""
+    out: dict[str, Any] = {"targets": [], "dry_run": False, "format": "text", "workspace": None, "cache": None}
+    it = iter(argv)
+    for a in it:
+        if a.startswith("-"):
+            name, eq, val = a.partition("=")
+            if name in WITH_VALUE:
+                val = val if eq else next(it, None)
+                if val is None:
+                    return None
+                if name == "--format":
+                    out["format"] = val
+                elif name in ("-C", "--workspace"):
+                    out["workspace"] = val
+                elif name == "--cache":
+                    out["cache"] = val
+            elif a in ALLOWED:
+                if a in ("-n", "--dry-run"):
+                    out["dry_run"] = True
+            else:
+                return None  # --force, --reset-optimizer, --help …: the full path decides
+        else:
+            out["targets"].append(a)
+    return out
+
+
+def _root(start: Path) -> Path | None:
+    for d in (start, *start.parents):
+        if (d / "genesis.toml").is_file():
+            return d
+    return None
+
+
+def _record_path(root: Path, args: dict[str, Any]) -> Path:
+    import xxhash
+
+    ident = json.dumps([sorted(args["targets"]), args["format"], args["dry_run"], args["cache"],
+                        {k: v for k, v in sorted(os.environ.items()) if k.startswith("GENESIS_")}, sys.executable])
+    return root / ".genesis" / "noop" / f"{xxhash.xxh3_64_hexdigest(ident.encode())}.json"
+
+
+def _sig(path: str) -> list[int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def try_noop(argv: list[str]) -> int | None:
+    """Print the recorded no-op answer if nothing it depended on changed; else None."""
+    if os.environ.get("GENESIS_NO_FASTPATH"):
+        return None
+    args = _parse(argv)
+    if args is None:
+        return None
+    root = _root(Path(args["workspace"]).resolve() if args["workspace"] else Path.cwd())
+    if root is None:
+        return None
+    path = _record_path(root, args)
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("format") != FORMAT:
+        return None
+    for p, sig in rec["stats"]:
+        if _sig(p) != sig:
+            return None
+    for p in rec["must_exist"]:
+        if not os.path.exists(p):
+            return None
+    tty = sys.stdout.isatty()
+    sys.stdout.write(rec["ansi"] if tty and rec.get("ansi") else rec["plain"])
+    return 0
+
+
+def snapshot(paths: Iterable[str]) -> list[list[Any]]:
+    """Stat signatures of ``paths`` (taken before the status that they justify)."""
+    return [[p, _sig(p)] for p in sorted(set(paths))]
+
+
+def save(root: Path, argv_args: dict[str, Any], stats: list[list[Any]], must_exist: list[str], plain: str, ansi: str) -> None:
+    """Record a no-op answer for these arguments."""
+    path = _record_path(root, argv_args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, "stats": stats, "must_exist": must_exist, "plain": plain, "ansi": ansi}))
+    os.replace(tmp, path)
+
+
+def parse(argv: list[str]) -> dict[str, Any] | None:
+    """Public wrapper of the argument parser (the CLI records under the same identity)."""
+    return _parse(argv)
+
+
+def watched_sources(plugins: list[str]) -> list[str]:
+    """Source files whose change may change any answer: the engine's and the plugins' modules."""
+    out = []
+    prefixes = tuple(plugins) + ("genesis_build",)
+    for name, mod in list(sys.modules.items()):
+        if name.split(".")[0] in prefixes or name in prefixes:
+            f = getattr(mod, "__file__", None)
+            if f:
+                out.append(f)
+    return out
