@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,23 @@ def digest_json(value: Any) -> str:
     return xxhash.xxh3_128_hexdigest(canonical_json(value).encode())
 
 
+_buffers = threading.local()
+
+
 def digest_file(path: Path | str) -> str:
-    """xxh3_128 hex of a file's bytes (streamed)."""
+    """xxh3_128 hex of a file's bytes, streamed through one reused buffer per thread.
+
+    ``readinto`` a reused buffer is ~4× faster than ``read`` (which allocates a new bytes object per
+    chunk): hashing then runs at memory speed, which is what makes a post-``touch`` status cheap.
+    """
+    buf = getattr(_buffers, "buf", None)
+    if buf is None:
+        buf = _buffers.buf = bytearray(CHUNK)
+    view = memoryview(buf)
     h = xxhash.xxh3_128()
     with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

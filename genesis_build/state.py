@@ -69,9 +69,15 @@ class StateDB:
             else:
                 todo.append((str(p), sig, p))
         if todo:
+            if len(todo) > 8:  # file reads release the GIL: overlap I/O and hashing
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+                    digests = list(pool.map(lambda t: digest_file(t[2]), todo))
+            else:
+                digests = [digest_file(t[2]) for t in todo]
             fresh = []
-            for key, sig, p in todo:
-                d = digest_file(p)
+            for (key, sig, p), d in zip(todo, digests):
                 self.hashed += 1
                 out[p] = d
                 fresh.append((key, *sig, d))
