@@ -63,6 +63,12 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def safe_relpath(rel: str) -> bool:
+    """A manifest path must stay inside its object: relative, no ``..``, not empty."""
+    p = Path(rel)
+    return bool(rel) and not p.is_absolute() and ".." not in p.parts
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this host."""
     try:
@@ -136,6 +142,8 @@ class Cache:
             raise CorruptObject(f"object {key}: manifest missing or unreadable")
         data = self.data_dir(key)
         for e in m.get("outputs", []):
+            if not safe_relpath(e.get("path", "")):
+                raise CorruptObject(f"object {key}: manifest path {e.get('path')!r} escapes the object")
             p = data / e["path"]
             try:
                 st = os.lstat(p)
@@ -155,6 +163,9 @@ class Cache:
             problems.append(f"manifest key {m.get('key')} does not match directory")
         data = obj / DATA
         listed = {e["path"]: e for e in m.get("outputs", [])}
+        escaping = [p for p in listed if not safe_relpath(p)]
+        if escaping:
+            return [f"manifest path {p!r} escapes the object" for p in escaping]
         present = {p.relative_to(data).as_posix(): p for p in list_files(data)} if data.is_dir() else {}
         for rel, e in listed.items():
             p = present.get(rel)
@@ -195,7 +206,22 @@ class Cache:
 
         Returns the final manifest (with ``outputs`` and ``output_digest`` filled in).
         """
-        data = tmp / DATA
+        outputs = self._hash_outputs(tmp / DATA, on_file)
+        manifest = {**manifest, "outputs": outputs, "output_digest": digest_listing(outputs)}
+        self._commit(tmp, key, manifest)
+        return manifest
+
+    def publish_verified(self, tmp: Path, key: str, manifest: dict[str, Any]) -> None:
+        """Publish files fetched from elsewhere only if they match ``manifest`` exactly."""
+        outputs = self._hash_outputs(tmp / DATA)
+        if manifest.get("key") != key:
+            raise CorruptObject(f"object {key}: manifest names key {manifest.get('key')}")
+        expected = [{k: e[k] for k in ("path", "size", "xxh3")} for e in manifest.get("outputs", [])]
+        if sorted(expected, key=lambda e: e["path"]) != outputs or digest_listing(outputs) != manifest.get("output_digest"):
+            raise CorruptObject(f"object {key}: fetched files do not match its manifest")
+        self._commit(tmp, key, manifest)
+
+    def _hash_outputs(self, data: Path, on_file: Callable[[], None] | None = None) -> list[dict[str, Any]]:
         outputs: list[dict[str, Any]] = []
         for p in list_files(data):
             rel = p.relative_to(data).as_posix()
@@ -210,7 +236,9 @@ class Cache:
                 on_file()
         for dirpath, _, _ in os.walk(data):
             fsync_dir(Path(dirpath))
-        manifest = {**manifest, "outputs": outputs, "output_digest": digest_listing(outputs)}
+        return outputs
+
+    def _commit(self, tmp: Path, key: str, manifest: dict[str, Any]) -> None:
         atomic_write(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True), mode=0o444)
         fsync_dir(tmp)
         faults.point("publish.before_rename")
@@ -222,7 +250,6 @@ class Cache:
             shutil.rmtree(trash, ignore_errors=True)
         os.rename(tmp, final)
         fsync_dir(final.parent)
-        return manifest
 
     def discard(self, tmp: Path) -> None:
         """Remove a build directory after a failure."""

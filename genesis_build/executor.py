@@ -87,7 +87,7 @@ class Engine:
         if ws.remote_url:
             from .remote import Remote
 
-            self.remote = Remote(ws.remote_url, self.cache)
+            self.remote = Remote(ws.remote_url, self.cache, ws.remote_options)
 
     # ---- keys
     def source_hash(self, node: Node) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import GenesisError, SpecError
 
 WORKSPACE_FILE = "genesis.toml"
-KNOWN = {"workspace": {"default", "cache", "plugins"}, "remote": {"url", "push", "pull"}}
+KNOWN = {"workspace": {"default", "cache", "plugins"}, "remote": {"url", "push", "pull", "options"}}
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Workspace:
     remote_url: str | None = None
     remote_push: bool = True
     remote_pull: bool = True
+    remote_options: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
 
     @property
@@ -79,5 +80,6 @@ def load(start: Path | None = None, cache_override: str | None = None) -> Worksp
         remote_url=os.environ.get("GENESIS_REMOTE", remote.get("url")),
         remote_push=bool(remote.get("push", True)),
         remote_pull=bool(remote.get("pull", True)),
+        remote_options=dict(remote.get("options", {})),
         settings=data,
     )
