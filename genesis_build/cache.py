@@ -103,6 +103,13 @@ class Cache:
         """Resumable scratch dir for a trajectory key."""
         return self.root / "runs" / trajectory
 
+    def is_group_shared(self) -> bool:
+        """A cache root with the setgid bit (``chmod 2775``) is shared by a group of users."""
+        try:
+            return bool(os.stat(self.root).st_mode & stat.S_ISGID)
+        except OSError:
+            return False
+
     def ensure(self) -> None:
         """Create the cache layout (group-writable, so a shared cache works across users)."""
         old = os.umask(GROUP_SHARED)

@@ -79,6 +79,8 @@ class Engine:
         self.ws = ws
         self.project = Project(ws.root, ws.plugins)
         self.cache = Cache(ws.cache_dir)
+        if self.cache.is_group_shared():
+            os.umask(0o002)  # objects, locks and dirs we create stay usable by the group's other builders
         self.state = StateDB(ws.state_dir / "state.db")
         self.refs = Refs(self.state)
         self.console = console
