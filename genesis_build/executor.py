@@ -77,7 +77,7 @@ class Engine:
 
     def __init__(self, ws: Workspace, console: Any = None) -> None:
         self.ws = ws
-        self.project = Project(ws.root, ws.plugins)
+        self.project = Project(ws.root, ws.plugins, ws.allow_paths)
         self.cache = Cache(ws.cache_dir)
         if self.cache.is_group_shared():
             os.umask(0o002)  # objects, locks and dirs we create stay usable by the group's other builders
@@ -301,7 +301,7 @@ class Engine:
             run_dir = self.cache.run_dir(traj_key)
             run_dir.mkdir(parents=True, exist_ok=True)
         payload = {
-            "workspace": str(self.ws.root), "plugins": self.ws.plugins, "node": node.id, "stage": node.stage.name,
+            "workspace": str(self.ws.root), "plugins": self.ws.plugins, "allow_paths": [str(p) for p in self.ws.allow_paths], "node": node.id, "stage": node.stage.name,
             "spec": node.spec.address, "part": node.part, "out": str(tmp / "data"), "inputs": input_refs,
             "files": [str(p) for _, p in self.project.file_inputs(node)], "cache_root": str(self.cache.root),
             "key": key, "run_dir": str(run_dir) if run_dir else None, "options": options,

@@ -40,10 +40,16 @@ class Node:
 class Project:
     """A workspace's specs and registered stages; builds graphs and key material."""
 
-    def __init__(self, root: Path, plugins: list[str]) -> None:
+    def __init__(self, root: Path, plugins: list[str], allow_paths: list[Path] | None = None) -> None:
         from .stage import load_plugins
 
         self.root = root
+        # file inputs must resolve (symlinks followed) inside one of these roots
+        import sysconfig
+
+        self.allowed_roots = [root.resolve(), Path(sysconfig.get_paths()["stdlib"]).resolve(),
+                              *[p.resolve() for p in allow_paths or []]]
+        self._file_inputs: dict[str, list[tuple[str, Path]]] = {}
         import sys
 
         if str(root) not in sys.path:
@@ -175,7 +181,12 @@ class Project:
         return out
 
     def file_inputs(self, node: Node) -> list[tuple[str, Path]]:
-        """(key path, absolute path) of every file input, sorted."""
+        """(key path, absolute path) of every file input, sorted (memoised per command)."""
+        if node.id not in self._file_inputs:
+            self._file_inputs[node.id] = self._expand_files(node)
+        return self._file_inputs[node.id]
+
+    def _expand_files(self, node: Node) -> list[tuple[str, Path]]:
         out: dict[str, Path] = {}
         for pattern in node.file_patterns:
             p = Path(os.path.expanduser(pattern))
@@ -196,7 +207,16 @@ class Project:
                 out[self._key_path(p, p.parent)] = p
             else:
                 raise TargetError(f"{node.id}: file input {pattern} does not exist")
+        for f in out.values():
+            self._check_inside(node, f)
         return sorted(out.items())
+
+    def _check_inside(self, node: Node, f: Path) -> None:
+        real = f.resolve()
+        if not any(real == r or r in real.parents for r in self.allowed_roots):
+            shown = f if f == real else f"{f} → {real}"
+            raise TargetError(f"{node.id}: file input {shown} is outside the workspace; add its directory to "
+                              f"[workspace] allow_paths in genesis.toml to read it")
 
     def _watch(self, base: Path, recursive: bool) -> None:
         self.watched_dirs.add(str(base))

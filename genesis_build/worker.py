@@ -22,7 +22,7 @@ def run_payload(payload: dict[str, Any], log: Any = None, progress: Callable[[di
     from .graph import Project
     from .stage import get_stage
 
-    project = Project(Path(payload["workspace"]), payload["plugins"])
+    project = Project(Path(payload["workspace"]), payload["plugins"], [Path(p) for p in payload.get("allow_paths", [])])
     ctx = make_context(payload, project)
     ctx.progress_cb = progress
     fd = os.environ.get("GENESIS_PROGRESS_FD")

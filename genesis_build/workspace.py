@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import GenesisError, SpecError
 
 WORKSPACE_FILE = "genesis.toml"
-KNOWN = {"workspace": {"default", "cache", "plugins"}, "remote": {"url", "push", "pull", "options"}}
+KNOWN = {"workspace": {"default", "cache", "plugins", "allow_paths"}, "remote": {"url", "push", "pull", "options"}}
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Workspace:
     remote_pull: bool = True
     remote_options: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
+    allow_paths: list[Path] = field(default_factory=list)  # roots outside the workspace specs may read
 
     @property
     def state_dir(self) -> Path:
@@ -82,4 +83,5 @@ def load(start: Path | None = None, cache_override: str | None = None) -> Worksp
         remote_pull=bool(remote.get("pull", True)),
         remote_options=dict(remote.get("options", {})),
         settings=data,
+        allow_paths=[(root / os.path.expanduser(p)) for p in ws.get("allow_paths", [])],
     )

@@ -232,3 +232,23 @@ def test_noop_fast_path_answers_like_the_full_path_and_notices_changes(ws: Works
 
     shutil.rmtree(ws.root / "cache" / "objects" / key[:2] / key)
     assert ws.status()["count:demo"]["state"] == "missing"
+
+
+def test_file_inputs_may_not_escape_the_workspace(ws: Workspace, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not yours\n")
+    ws.write_spec("demo", f'files = ["{outside}/secret.txt"]\n')
+    r = ws.cli("read:demo")
+    assert r.code == 2 and "is outside the workspace" in r.err and "allow_paths" in r.err
+    ws.write_spec("demo", 'files = ["../outside/secret.txt"]\n')
+    assert "is outside the workspace" in ws.cli("read:demo").err
+    os.symlink(outside / "secret.txt", ws.root / "data" / "link.txt")  # a symlink out of the workspace
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n')
+    r = ws.cli("read:demo")
+    assert r.code == 2 and "link.txt →" in r.err
+    (ws.root / "data" / "link.txt").unlink()
+    (ws.root / "genesis.toml").write_text((ws.root / "genesis.toml").read_text() + 'allow_paths = ["../outside"]\n')
+    ws.write_spec("demo", f'files = ["{outside}/secret.txt"]\n')
+    r = ws.cli("read:demo")
+    assert r.code == 0 and r.ran == ["read:demo"]
