@@ -8,6 +8,7 @@ to a per-node log in the cache.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -32,6 +33,7 @@ from .stage import Context, InputRef
 from .state import Refs, StateDB
 from .workspace import Workspace
 
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
 
 
@@ -208,8 +210,13 @@ class Engine:
                             res = NodeResult(nid, "failed", error=str(e))
                             res.user_error = e  # type: ignore[attr-defined]
                         except Exception as e:  # noqa: BLE001 — reported with the node's log
-                            res = NodeResult(nid, "failed", error=f"{type(e).__name__}: {e}")
-                            res.traceback = traceback.format_exc()  # type: ignore[attr-defined]
+                            if isinstance(e, OSError) and e.errno in DISK_FULL:
+                                where = f" writing {e.filename}" if e.filename else ""
+                                res = NodeResult(nid, "failed", error=f"{os.strerror(e.errno)}{where}; nothing was "
+                                                                       "published, free space and rerun")
+                            else:
+                                res = NodeResult(nid, "failed", error=f"{type(e).__name__}: {e}")
+                                res.traceback = traceback.format_exc()  # type: ignore[attr-defined]
                         results[nid] = res
                         with lock:
                             if res.outcome == "failed":
