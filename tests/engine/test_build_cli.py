@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import Workspace
+from genesis_testlib import Workspace
 
 NODES = {"read:demo", "words:demo/a", "words:demo/e", "count:demo"}
 

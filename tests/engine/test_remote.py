@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Workspace
+from genesis_testlib import Workspace
 
 pytestmark = pytest.mark.slow
 boto3 = pytest.importorskip("boto3")

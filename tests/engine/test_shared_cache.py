@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Workspace
+from genesis_testlib import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,71 @@
+"""Temporary workspaces driven through the real CLI (used by the engine tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTSTAGES = ROOT / "tests" / "engine" / "teststages.py"
+
+
+@dataclass
+class Run:
+    """Result of one CLI run."""
+
+    code: int
+    out: str
+    err: str
+    ran: list[str]
+
+
+class Workspace:
+    """A temp workspace using the engine's test stages (kind ``text``)."""
+
+    def __init__(self, root: Path, cache: Path | None = None) -> None:
+        self.root = root
+        self.runlog = root / "runlog.txt"
+        (root / "specs" / "text").mkdir(parents=True, exist_ok=True)
+        (root / "data").mkdir(exist_ok=True)
+        shutil.copy(TESTSTAGES, root / "teststages.py")
+        cache_line = f'cache = "{cache}"\n' if cache else ""
+        (root / "genesis.toml").write_text(f'[workspace]\ndefault = "text:demo"\nplugins = ["teststages"]\n{cache_line}')
+        self.write_spec("demo", 'files = ["data/*.txt"]\nnote = "hello"\n\n[shape]\nupper = false\n')
+        (root / "data" / "a.txt").write_text("apple banana cherry\n")
+        (root / "data" / "b.txt").write_text("date elderberry fig\n")
+
+    def write_spec(self, name: str, text: str) -> Path:
+        """Write specs/text/<name>.toml."""
+        p = self.root / "specs" / "text" / f"{name}.toml"
+        p.write_text(text)
+        return p
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+        """Run the real `genesis-build` CLI in this workspace; `ran` lists the nodes that ran."""
+        before = self.runlog.read_text().splitlines() if self.runlog.exists() else []
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
+        full_env.update({"GENESIS_TEST_RUNLOG": str(self.runlog), **(env or {})})
+        p = subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=full_env,
+                           capture_output=True, text=True, timeout=timeout)
+        after = self.runlog.read_text().splitlines() if self.runlog.exists() else []
+        return Run(p.returncode, p.stdout, p.stderr, after[len(before):])
+
+    def status(self, *targets: str) -> dict[str, dict]:
+        """`--dry-run --format json` as {node id: record}."""
+        r = self.cli("--dry-run", "--format", "json", *targets)
+        assert r.code == 0, r.err
+        return {n["id"]: n for n in json.loads(r.out)}
+
+    def cache_snapshot(self) -> dict[str, bytes]:
+        """Every file under the cache's objects/ with its bytes (to prove nothing changed)."""
+        objects = self.root / "cache" / "objects"
+        if not objects.exists():
+            return {}
+        return {str(p.relative_to(objects)): p.read_bytes() for p in sorted(objects.rglob("*")) if p.is_file()}
+
+
