@@ -143,11 +143,21 @@ class Cache:
                         yield obj.name
 
     def check_quick(self, key: str) -> None:
-        """Cheap pre-use check (existence and sizes of all listed files); raises CorruptObject."""
+        """Cheap pre-use check; raises CorruptObject.
+
+        Checks existence, type and size of every listed file. Content is rehashed only when a file's
+        ctime is newer than the manifest (written last at publish): an in-place edit, even one that
+        keeps the size, changes ctime, and nothing can set a ctime back.
+        """
         m = self.manifest(key)
         if m is None:
             raise CorruptObject(f"object {key}: manifest missing or unreadable")
         data = self.data_dir(key)
+        try:
+            sealed_ns = os.stat(self.object_dir(key) / MANIFEST).st_mtime_ns
+        except OSError:
+            raise CorruptObject(f"object {key}: manifest missing or unreadable") from None
+        touched = False
         for e in m.get("outputs", []):
             if not safe_relpath(e.get("path", "")):
                 raise CorruptObject(f"object {key}: manifest path {e.get('path')!r} escapes the object")
@@ -158,6 +168,11 @@ class Cache:
                 raise CorruptObject(f"object {key}: {e['path']} is missing") from None
             if not stat.S_ISREG(st.st_mode) or st.st_size != e["size"]:
                 raise CorruptObject(f"object {key}: {e['path']} has size {st.st_size}, expected {e['size']}")
+            touched = touched or st.st_ctime_ns > sealed_ns
+        if touched:
+            problems = self.verify(key)
+            if problems:
+                raise CorruptObject(f"object {key}: {'; '.join(problems[:3])}")
 
     def verify(self, key: str) -> list[str]:
         """Rehash an object; return its problems (empty when intact)."""
@@ -346,6 +361,57 @@ class Cache:
         m = self.manifest(key) or {}
         return sum(e["size"] for e in m.get("outputs", []))
 
+    def _try_lock(self, name: str) -> int | None:
+        """A non-blocking hold of lock ``name`` (None when someone holds it); release with os.close."""
+        self.ensure()
+        fd = os.open(self.root / "locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o664)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+
+    def gc_scratch(self, keep_trajectories: set[str], keep_days: float = 0.0,
+                   dry_run: bool = False) -> list[tuple[str, int, str]]:
+        """Delete resumable run dirs no kept object came from and per-item samples, older than
+        ``keep_days`` (by modification time); returns (path, bytes, what).
+
+        A run dir whose lock is held (a training run in progress) is never touched. Samples are a
+        cache of a cache: deleting one only means it is generated again if a changed spec needs it
+        (stages refresh the mtime of every sample they reuse).
+        """
+        cutoff = time.time() - keep_days * 86400
+        removed: list[tuple[str, int, str]] = []
+        runs = self.root / "runs"
+        for d in sorted(runs.iterdir()) if runs.is_dir() else []:
+            if d.name in keep_trajectories or _newest_mtime(d) > cutoff:
+                continue
+            fd = self._try_lock(f"run-{d.name}")
+            if fd is None:
+                continue
+            try:
+                removed.append((str(d.relative_to(self.root)), _tree_size(d), "run dir"))
+                if not dry_run:
+                    trash = self.root / "tmp" / f"run-{d.name}.deleted.{os.getpid()}.{time.monotonic_ns()}"
+                    os.rename(d, trash)
+                    shutil.rmtree(trash, ignore_errors=True)
+            finally:
+                os.close(fd)
+        samples = self.root / "samples"
+        for f in sorted(samples.rglob("*")) if samples.is_dir() else []:
+            try:
+                st = f.lstat()
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime > cutoff:
+                continue
+            removed.append((str(f.relative_to(self.root)), st.st_size, "sample"))
+            if not dry_run:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+        return removed
+
     def gc(self, keep: set[str], keep_days: float = 0.0, dry_run: bool = False) -> list[tuple[str, int, str]]:
         """Delete objects not in ``keep`` and older than ``keep_days``; returns (key, bytes, stage)."""
         cutoff = time.time() - keep_days * 86400
@@ -365,3 +431,21 @@ class Cache:
                     with contextlib.suppress(OSError):
                         self.log_path(key).unlink()
         return removed
+
+
+def _newest_mtime(root: Path) -> float:
+    newest = root.stat().st_mtime
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+    return newest
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total

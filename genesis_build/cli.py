@@ -91,7 +91,8 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
         if cmd == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--max-new-tokens", type=int, default=256)
+        else:
+            p.add_argument("--max-new-tokens", type=int, default=256)
     elif cmd == "probe":
         p.description = "Measure training throughput of NODE's config for the planner's ETA."
         p.add_argument("node")
@@ -112,19 +113,26 @@ def main(argv: list[str] | None = None) -> int:
             return rc
     from rich.console import Console
 
-    console = Console(stderr=False, highlight=False)
-    err = Console(stderr=True, highlight=False)
+    console = Console(stderr=False, highlight=False, emoji=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True)
     try:
         if argv and argv[0] in COMMANDS:
             args = command_parser(argv[0]).parse_args(argv[1:])
             return globals()[f"cmd_{argv[0]}"](args, console)
         return cmd_build(build_parser().parse_args(argv), console, argv)
     except GenesisError as e:
-        err.print(f"[red]error:[/] {e}", soft_wrap=True)
+        err.print(f"[red]error:[/] {_esc(str(e))}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: no partial object was published; rerun to continue")
         return 130
+
+
+def _esc(text: object) -> str:
+    """Text for a rich markup string, printed verbatim (spec values may contain `[...]`)."""
+    from rich.markup import escape
+
+    return escape(str(text))
 
 
 def _engine(args: argparse.Namespace, console: Any) -> Any:
@@ -196,8 +204,11 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
     for t in targets:
         link = engine.ws.out_dir / t.replace("/", "__")
         if link.is_symlink() and not failed:
-            links.append(f"{t} → {os.path.relpath(link, Path.cwd())}")
-            console.print(links[-1])
+            ids = engine.project.resolve_target(t)
+            entry = engine.project.node(ids[0]).stage.entry if len(ids) == 1 else None
+            shown = link / entry if entry and (link / entry).is_file() else link
+            links.append(f"{t} → {os.path.relpath(shown, Path.cwd())}")
+            console.print(_esc(links[-1]))
     if fast_args and not failed and all(r.key for r in results):
         text = "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n"
         must = [str(engine.cache.object_dir(r.key) / "manifest.json") for r in results] + [str(engine.ws.out_dir)]
@@ -221,7 +232,7 @@ def _render(console: Any, draw: Any) -> tuple[str, str]:
     from rich.console import Console
 
     buf = io.StringIO()
-    rec = Console(file=buf, force_terminal=True, width=console.width, record=True, highlight=False)
+    rec = Console(file=buf, force_terminal=True, width=console.width, record=True, highlight=False, emoji=False)
     draw(rec)
     return rec.export_text(styles=False), buf.getvalue()
 
@@ -274,7 +285,7 @@ def print_status_tree(console: Any, engine: Any, graph: Any, targets: list[str],
     def label(nid: str) -> str:
         s = status[nid]
         key = f" [dim]{s.key[:10]}[/]" if s.key else ""
-        reason = f" — {'; '.join(s.reasons)}" if s.reasons else ""
+        reason = f" — {_esc('; '.join(s.reasons))}" if s.reasons else ""
         return f"[{STATE_STYLE[s.state]}]{STATE_LABEL[s.state]}[/] [bold]{nid}[/]{key}{reason}"
 
     def add(tree: Any, nid: str) -> None:
@@ -284,9 +295,9 @@ def print_status_tree(console: Any, engine: Any, graph: Any, targets: list[str],
         shown.add(nid)
         branch = tree.add(label(nid))
         for w in status[nid].warnings:
-            branch.add(f"[yellow]warning:[/] {w}")
+            branch.add(f"[yellow]warning:[/] {_esc(w)}")
         for k, v in status[nid].describe:
-            branch.add(f"[blue]{k}:[/] {v}")
+            branch.add(f"[blue]{k}:[/] {_esc(v)}")
         for dep in sorted(graph.predecessors(nid)):
             add(branch, dep)
 
@@ -329,16 +340,16 @@ def cmd_why(args: argparse.Namespace, console: Any) -> int:
         inputs = engine.project.input_ids(node)
         material = engine.material(node, {n: status[i].digest for n, i in inputs.items()})
         for r in describe_changes(ref["material"], material, limit=None):
-            console.print(f"  - {r}")
+            console.print(f"  - {_esc(r)}")
     elif st.state == "waiting":
         pending = [i for i in st.inputs if status[i].state != "cached"]
         for p in pending:
-            console.print(f"  - input {p}: {STATE_LABEL[status[p].state]} ({'; '.join(status[p].reasons)})")
+            console.print(f"  - input {p}: {STATE_LABEL[status[p].state]} ({_esc('; '.join(status[p].reasons))})")
     else:
         for r in st.reasons:
-            console.print(f"  - {r}")
+            console.print(f"  - {_esc(r)}")
     for w in st.warnings:
-        console.print(f"  [yellow]warning:[/] {w}")
+        console.print(f"  [yellow]warning:[/] {_esc(w)}")
     return 0
 
 
@@ -353,7 +364,7 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
         if ref and engine.cache.has(ref["key"]):
             key, note = ref["key"], f" (last build; now {STATE_LABEL[st.state]}: {'; '.join(st.reasons)})"
     if key is None:
-        console.print(f"{nid}: not built ({'; '.join(st.reasons)})")
+        console.print(f"{nid}: not built ({_esc('; '.join(st.reasons))})")
         return 1
     m = engine.cache.manifest(key) or {}
     console.print(f"[bold]{nid}[/] {key}{note}")
@@ -361,7 +372,7 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
     if m.get("stats"):
         console.print("stats:")
         for k, v in m["stats"].items():
-            console.print(f"  {k}: {json.dumps(v) if not isinstance(v, str) else v}")
+            console.print(f"  {k}: {_esc(json.dumps(v) if not isinstance(v, str) else v)}")
     console.print_json(json.dumps({k: v for k, v in m.items() if k != "outputs"}))
     console.print(f"{len(m.get('outputs', []))} files, {sum(e['size'] for e in m.get('outputs', []))} bytes")
     return 0
@@ -436,8 +447,9 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
             problems = cache.verify(key)
             if problems:
                 bad += 1
+                node = (cache.manifest(key) or {}).get("node", "?")  # read before the object moves
                 where = cache.quarantine(key)
-                console.print(f"[red]corrupt[/] {key} ({(cache.manifest(key) or {}).get('node', '?')}): {'; '.join(problems[:3])} → {where}")
+                console.print(f"[red]corrupt[/] {key} ({_esc(str(node))}): {_esc('; '.join(problems[:3]))} → {_esc(str(where))}")
         console.print(f"verified {len(keys)} objects: {len(keys) - bad} ok, {bad} quarantined")
         return 1 if bad else 0
     if args.action == "gc":
@@ -448,8 +460,16 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         removed = cache.gc(keep, keep_days=args.keep_days, dry_run=args.dry_run)
         verb = "would delete" if args.dry_run else "deleted"
         for key, size, node in removed:
-            console.print(f"{verb} {key[:16]} {node} {_size(size)}")
-        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {len(keep)} referenced")
+            console.print(f"{verb} {key[:16]} {_esc(node)} {_size(size)}")
+        gone = {k for k, _, _ in removed}
+        trajectories = {(cache.manifest(k) or {}).get("trajectory") for k in cache.keys() if k not in gone}
+        scratch = cache.gc_scratch({t for t in trajectories if t}, keep_days=args.keep_days, dry_run=args.dry_run)
+        for path, size, what in scratch:
+            if what == "run dir":
+                console.print(f"{verb} {path} ({what}) {_size(size)}")
+        n_samples = sum(1 for s in scratch if s[2] == "sample")
+        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {len(keep)} referenced; "
+                      f"{verb} {len(scratch) - n_samples} run dirs and {n_samples} samples, {_size(sum(s[1] for s in scratch))}")
         return 0
     if args.action in ("push", "pull"):
         if engine.remote is None:
@@ -543,7 +563,7 @@ def cmd_serve(args: argparse.Namespace, console: Any) -> int:
     from stages.serving.openai_server import serve  # torch is imported there, only for this command
 
     console.print(f"serving {args.target} ({model_dir}) on http://{args.host}:{args.port}/v1")
-    serve(str(model_dir), host=args.host, port=args.port, max_new_tokens=args.max_new_tokens)
+    serve(str(model_dir), host=args.host, port=args.port, model_name=args.target)
     return 0
 
 
@@ -553,7 +573,7 @@ def cmd_chat(args: argparse.Namespace, console: Any) -> int:
     model_dir = _model_dir(engine, args.target)
     from stages.serving.chat import chat
 
-    chat(str(model_dir), max_new_tokens=args.max_new_tokens)
+    chat(str(model_dir), max_new_tokens=args.max_new_tokens, name=args.target)
     return 0
 
 

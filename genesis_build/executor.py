@@ -34,6 +34,7 @@ from .state import Refs, StateDB
 from .workspace import Workspace
 
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_EXIT = 28  # a worker that hit a full disk and could not even write error.json
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
 
 
@@ -213,7 +214,7 @@ class Engine:
                             if isinstance(e, OSError) and e.errno in DISK_FULL:
                                 where = f" writing {e.filename}" if e.filename else ""
                                 res = NodeResult(nid, "failed", error=f"{os.strerror(e.errno)}{where}; nothing was "
-                                                                       "published, free space and rerun")
+                                                                       "published, free space there and rerun")
                             else:
                                 res = NodeResult(nid, "failed", error=f"{type(e).__name__}: {e}")
                                 res.traceback = traceback.format_exc()  # type: ignore[attr-defined]
@@ -336,6 +337,11 @@ class Engine:
                 "created": time.time(), "options": options, "stats": stats, "schema": material["schema"],
             }
             return self.cache.publish(tmp, key, manifest)
+        except OSError as e:
+            self.cache.discard(tmp)
+            if e.errno in DISK_FULL and not e.filename:  # write() errors carry no path: say where
+                raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(tmp)) from None
+            raise
         except BaseException:
             self.cache.discard(tmp)
             raise
@@ -353,14 +359,21 @@ class Engine:
         payload_path = Path(payload["out"]).parent / "payload.json"
         payload_path.write_text(json.dumps(payload))
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, "GENESIS_PROGRESS_FD": str(write_fd), "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "a") as log:
-            log.write(f"== {node.id} {time.strftime('%Y-%m-%d %H:%M:%S')} (subprocess)\n")
-            log.flush()
-            proc = subprocess.Popen([sys.executable, "-m", "genesis_build.worker", str(payload_path)],
-                                    stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), env=env,
-                                    cwd=str(self.ws.root), start_new_session=True)
-        os.close(write_fd)
+        # The lifeline: we hold its write end and never write; when this process dies, however it
+        # dies, the worker reads EOF and takes its process group down (see worker.watch_lifeline).
+        life_r, life_w = os.pipe()
+        env = {**os.environ, "GENESIS_PROGRESS_FD": str(write_fd), "GENESIS_LIFELINE_FD": str(life_r),
+               "PYTHONUNBUFFERED": "1"}
+        try:
+            with open(log_path, "a") as log:
+                log.write(f"== {node.id} {time.strftime('%Y-%m-%d %H:%M:%S')} (subprocess)\n")
+                log.flush()
+                proc = subprocess.Popen([sys.executable, "-m", "genesis_build.worker", str(payload_path)],
+                                        stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd, life_r), env=env,
+                                        cwd=str(self.ws.root), start_new_session=True)
+        finally:
+            os.close(write_fd)
+            os.close(life_r)
         _CHILDREN.add(proc.pid)
         reader = threading.Thread(target=_relay_progress, args=(read_fd, ui), daemon=True)
         reader.start()
@@ -368,17 +381,20 @@ class Engine:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             _CHILDREN.discard(proc.pid)
+            os.close(life_w)
         proc.returncode = os.waitstatus_to_exitcode(status)
         reader.join(timeout=5)
         payload_path.unlink(missing_ok=True)
         if proc.returncode != 0:
-            err_path = Path(payload["error_path"])
-            if err_path.is_file():
-                err = json.loads(err_path.read_text())
-                if err.get("user_error"):
-                    raise GenesisError(err["message"])
-                raise BuildError(f"{node.id} failed: {err['message']} (log: {log_path})")
-            raise BuildError(f"{node.id} failed: exit code {proc.returncode} (log: {log_path})")
+            err = _read_worker_error(Path(payload["error_path"]))
+            if proc.returncode == DISK_FULL_EXIT or err.get("errno") in DISK_FULL:
+                code = err.get("errno", errno.ENOSPC)
+                raise OSError(code, os.strerror(code), err.get("filename"))
+            if err.get("user_error"):
+                raise GenesisError(err["message"])
+            if "message" in err:
+                raise BuildError(f"{err['message']} (log: {log_path})")
+            raise BuildError(f"exit code {proc.returncode} (log: {log_path})")
         return usage.ru_maxrss
 
     def _link_outputs(self, targets: list[str], results: dict[str, NodeResult]) -> None:
@@ -407,6 +423,15 @@ def _terminate_children() -> None:
             os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _read_worker_error(path: Path) -> dict[str, Any]:
+    """What the worker recorded about its failure ({} when it could not record it, e.g. disk full)."""
+    try:
+        err = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return err if isinstance(err, dict) else {}
 
 
 def _relay_progress(fd: int, ui: Any) -> None:

@@ -1,12 +1,14 @@
 """Stat-only no-op path.
 
 When a status found every node of a target cached, we record the stat signature (inode, size,
-mtime_ns) of everything that status depended on: spec files, ``genesis.toml``, the engine's and
+mtime_ns, ctime_ns) of everything that status depended on: spec files, ``genesis.toml``, the engine's and
 plugins' source files, every file input and the directories globs walked, and the manifests of the
 objects it pointed at. The next ``genesis-build`` / ``--dry-run`` with the same arguments first
 compares those signatures; if none changed it prints the recorded answer without importing
 pydantic, networkx or rich, or reading any file's content. Any difference falls back to the full
-path, which is always correct on its own.
+path, which is always correct on its own. As in the state DB, no record is written while any of
+those files changed less than ``state.RACY_NS`` ago (a same-size edit in the same timestamp tick
+would be invisible).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-FORMAT = 2
+FORMAT = 3
 ALLOWED = {"-n", "--dry-run", "-q", "--quiet", "-k", "--keep-going"}
 WITH_VALUE = {"--format", "-j", "--jobs", "-C", "--workspace", "--cache"}
 
@@ -69,7 +71,7 @@ def _sig(path: str) -> list[int] | None:
         st = os.stat(path)
     except OSError:
         return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def try_noop(argv: list[str]) -> int | None:
@@ -106,7 +108,11 @@ def snapshot(paths: Iterable[str]) -> list[list[Any]]:
 
 
 def save(root: Path, argv_args: dict[str, Any], stats: list[list[Any]], must_exist: list[str], plain: str, ansi: str) -> None:
-    """Record a no-op answer for these arguments."""
+    """Record a no-op answer for these arguments (unless a file it vouches for is too fresh)."""
+    from .state import is_racy
+
+    if any(sig is not None and is_racy(sig) for _, sig in stats):
+        return
     path = _record_path(root, argv_args)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")

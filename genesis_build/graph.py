@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import KEY_SCHEMA
-from .errors import FieldError, SpecError, TargetError
+from .errors import FieldError, TargetError
 from .specs import Spec, SpecStore, did_you_mean
 from .stage import Stage, get_stage, kinds, node_id, parse_node_id, stages
 
@@ -295,7 +295,7 @@ def _files_under(p: Path) -> list[Path]:
     if p.is_dir():
         from .keys import list_files
 
-        return list_files(p)
+        return [f for f in list_files(p) if not f.is_dir()]  # a linked dir's files are not inputs
     return [p] if p.is_file() else []
 
 

@@ -57,10 +57,12 @@ def digest_file(path: Path | str) -> str:
 
 
 def list_files(root: Path) -> list[Path]:
-    """Regular files below ``root``, sorted by relative path (symlinks are refused by callers)."""
+    """Files below ``root``, sorted by relative path. Symlinks are listed too, including symlinks to
+    directories (which ``os.walk`` would silently skip), so that callers can refuse them."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
+        out += [Path(dirpath) / d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         for name in sorted(filenames):
             out.append(Path(dirpath) / name)
     out.sort(key=lambda p: p.relative_to(root).as_posix())

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 
@@ -54,7 +55,7 @@ class BuildUI:
             extra = {k: v for k, v in msg.items() if k not in ("node", "done", "total", "desc", "t")}
             if extra:
                 info += " " + " ".join(f"{k}={_fmt(v)}" for k, v in extra.items())
-            self.bars.update(task, completed=msg.get("done") or 0, total=msg.get("total"), info=info.strip())
+            self.bars.update(task, completed=msg.get("done") or 0, total=msg.get("total"), info=escape(info.strip()))
 
     def finished(self, res: Any) -> None:
         """A node finished (built, cached, failed or skipped)."""
@@ -70,12 +71,12 @@ class BuildUI:
         if res.outcome in ("built", "pulled"):
             line += f" in {res.seconds:.1f}s"
         if res.error:
-            line += f": {res.error}"
-        self.console.print(line, highlight=False)
+            line += f": {escape(str(res.error))}"
+        self.console.print(line, highlight=False, soft_wrap=True)
 
     def warn(self, message: str) -> None:
         """A warning that must not be missed."""
-        self.console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
     def waiting(self, node: str, info: dict[str, Any]) -> None:
         """Another builder holds this node's lock."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-from pathlib import Path
 from typing import Any, Callable
 
 from .cache import DATA, MANIFEST, Cache, CorruptObject, safe_relpath

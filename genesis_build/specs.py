@@ -226,6 +226,8 @@ class SpecStore:
             line = m.group(1) if m else "1"
             msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e)) or "syntax error"
             raise SpecError(f"{self.rel(path)}:{line}: invalid TOML: {msg}") from None
+        for loc, problem in _unrepresentable_numbers(data):
+            raise SpecError(f"{self.rel(path)}:{locate(text, loc) or 1}: {dotted(kind, loc)}: {problem}")
         chain: list[RawSpec] = []
         parent_addr = data.pop("extends", None)
         merged = data
@@ -261,6 +263,9 @@ class SpecStore:
         from .stage import remember_address
 
         remember_address(model, address)
+        for loc, bad in malformed_refs(raw.data, self.kinds):
+            raise SpecError(self.where(spec, loc) + f": {bad!r} is not a valid reference (expected kind:name, "
+                            "a name of letters, digits, '.', '_' or '-')")
         for loc, ref in find_refs(raw.data, self.kinds):
             if ref == address or ref in _stack:
                 chain = " → ".join([*_stack, address, ref])
@@ -348,5 +353,46 @@ def find_refs(data: Any, kinds: dict[str, Any], loc: tuple[Any, ...] = ()) -> li
     elif isinstance(data, str):
         m = REF_RE.match(data)
         if m and m.group(1) in kinds:
+            out.append((loc, data))
+    return out
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _unrepresentable_numbers(data: Any, loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Integers TOML 1.0 says must be rejected (beyond 64 bits; tomllib accepts them) and
+    non-finite floats (``inf``/``nan``: no spec field means them, and they pass ``gt=0`` bounds)."""
+    import math
+
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _unrepresentable_numbers(v, (*loc, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += _unrepresentable_numbers(v, (*loc, i))
+    elif isinstance(data, bool):
+        pass
+    elif isinstance(data, int) and not INT64[0] <= data <= INT64[1]:
+        out.append((loc, f"integer {str(data)[:24]}{'…' if len(str(data)) > 24 else ''} does not fit in 64 bits"))
+    elif isinstance(data, float) and not math.isfinite(data):
+        out.append((loc, f"{data} is not allowed (numbers must be finite)"))
+    return out
+
+
+def malformed_refs(data: Any, kinds: dict[str, Any], loc: tuple[Any, ...] = ()) -> list[tuple[tuple[Any, ...], str]]:
+    """Strings that start like a reference to a registered kind (``model:…``, no spaces) but are not
+    a valid one (``tokenizer:../../x``): caught where they are written instead of failing later."""
+    out: list[tuple[tuple[Any, ...], str]] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += malformed_refs(v, kinds, (*loc, k))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            out += malformed_refs(v, kinds, (*loc, i))
+    elif isinstance(data, str) and ":" in data and not any(c.isspace() for c in data):
+        kind = data.split(":", 1)[0]
+        if kind in kinds and not REF_RE.match(data):
             out.append((loc, data))
     return out

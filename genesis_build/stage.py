@@ -65,6 +65,7 @@ class Stage:
     heavy: bool = False  # run in a subprocess
     resumable: bool = False
     trajectory_exclude: tuple[str, ...] = ()
+    entry: str | None = None  # the output file a user opens (printed after a build, e.g. index.html)
     description: str = ""
     module: str = ""
     source_file: str = ""
@@ -106,6 +107,7 @@ def stage(
     heavy: bool = False,
     resumable: bool = False,
     trajectory_exclude: Iterable[str] = (),
+    entry: str | None = None,
 ) -> Callable[[Callable[["Context"], None]], Callable[["Context"], None]]:
     """Decorator registering ``run(ctx)`` as a stage."""
 
@@ -127,6 +129,7 @@ def stage(
             heavy=heavy,
             resumable=resumable,
             trajectory_exclude=tuple(trajectory_exclude),
+            entry=entry,
             description=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else "",
             module=run.__module__,
             source_file=inspect.getsourcefile(run) or "",

@@ -1,7 +1,12 @@
-"""Digest memo: (path, inode, size, mtime_ns) → xxh3, in a per-workspace sqlite DB.
+"""Digest memo: (path, inode, size, mtime_ns, ctime_ns) → xxh3, in a per-workspace sqlite DB.
 
 A no-op status then reads no file contents; a ``touch`` changes mtime, so the file is rehashed
 once, but since the digest is unchanged no key changes and nothing reruns.
+
+Like git's index, two things guard against edits a stat signature cannot see: ``ctime`` is part of
+the signature (``cp -p``, ``rsync -t`` or ``touch -d`` can set mtime back, nothing can set ctime
+back), and a signature younger than ``RACY_NS`` when it is recorded is not memoised, because a
+same-size edit within the same timestamp tick would leave it unchanged.
 """
 
 from __future__ import annotations
@@ -9,44 +14,89 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
+from .errors import GenesisError
 from .keys import digest_file
+
+RACY_NS = 2_000_000_000  # coarse-timestamp filesystems tick in 1-2 s
+
+
+def stat_signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What must change when a file's content changes: inode, size, mtime and ctime (ns)."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def is_racy(sig: tuple[int, ...] | list[int], now_ns: int | None = None, window_ns: int = RACY_NS) -> bool:
+    """True when the file changed too recently for its signature to vouch for its content."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    return now_ns - max(sig[2], sig[3]) < window_ns
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    cols = [r[1] for r in db.execute("PRAGMA table_info(digests)")]
+    if cols and "ctime_ns" not in cols:  # written by an older version: the memo is only a cache
+        db.execute("DROP TABLE digests")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, inode INTEGER, size INTEGER,"
+        " mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT)"
+    )
+    return db
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """Open the state DB; a file that is not a database is moved aside (it only memoises) and
+    recreated, and a disk that cannot hold it is one clear error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _connect(path)
+    except sqlite3.DatabaseError as e:
+        if "not a database" not in str(e) and "malformed" not in str(e):
+            raise GenesisError(f"{path}: cannot open the state DB: {e} (is the disk full or read-only?)") from None
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+    import sys
+
+    print(f"warning: {path} was not a valid database; moved it to {aside.name} and started a new one "
+          "(it only memoises file digests and last builds)", file=sys.stderr)
+    try:
+        return _connect(path)
+    except sqlite3.DatabaseError as e:
+        raise GenesisError(f"{path}: cannot create the state DB: {e} (is the disk full or read-only?)") from None
 
 
 class StateDB:
     """Thread-safe digest memo; writes are committed per call so a crash loses nothing earlier."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: Path, racy_ns: int = RACY_NS) -> None:
         self.path = path
+        self.racy_ns = racy_ns
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, inode INTEGER, size INTEGER,"
-            " mtime_ns INTEGER, digest TEXT)"
-        )
+        self._db = open_db(path)
         self.hashed = 0  # files whose content was read in this process (for tests/benchmarks)
 
     def digest(self, path: Path) -> str:
         """Content digest of ``path``, reusing the memo when its stat signature is unchanged."""
-        st = os.stat(path)
-        sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+        sig = stat_signature(os.stat(path))
         key = str(path)
         with self._lock:
             row = self._db.execute(
-                "SELECT inode, size, mtime_ns, digest FROM digests WHERE path=?", (key,)
+                "SELECT inode, size, mtime_ns, ctime_ns, digest FROM digests WHERE path=?", (key,)
             ).fetchone()
-        if row and tuple(row[:3]) == sig:
-            return row[3]
+        if row and tuple(row[:4]) == sig:
+            return row[4]
         d = digest_file(path)
         self.hashed += 1
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?)", (key, *sig, d)
-            )
+        if not is_racy(sig, window_ns=self.racy_ns):
+            with self._lock:
+                self._db.execute("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?)", (key, *sig, d))
         return d
 
     def digest_many(self, paths: list[Path]) -> dict[Path, str]:
@@ -56,16 +106,15 @@ class StateDB:
             rows = {}
             for i in range(0, len(paths), 900):
                 chunk = [str(p) for p in paths[i : i + 900]]
-                q = "SELECT path, inode, size, mtime_ns, digest FROM digests WHERE path IN (%s)" % ",".join("?" * len(chunk))
+                q = "SELECT path, inode, size, mtime_ns, ctime_ns, digest FROM digests WHERE path IN (%s)" % ",".join("?" * len(chunk))
                 for r in self._db.execute(q, chunk):
                     rows[r[0]] = r
-        todo: list[tuple[str, tuple[int, int, int], Path]] = []
+        todo: list[tuple[str, tuple[int, int, int, int], Path]] = []
         for p in paths:
-            st = os.stat(p)
-            sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+            sig = stat_signature(os.stat(p))
             r = rows.get(str(p))
-            if r and tuple(r[1:4]) == sig:
-                out[p] = r[4]
+            if r and tuple(r[1:5]) == sig:
+                out[p] = r[5]
             else:
                 todo.append((str(p), sig, p))
         if todo:
@@ -77,16 +126,18 @@ class StateDB:
             else:
                 digests = [digest_file(t[2]) for t in todo]
             fresh = []
+            now = time.time_ns()
             for (key, sig, p), d in zip(todo, digests):
                 self.hashed += 1
                 out[p] = d
-                fresh.append((key, *sig, d))
+                if not is_racy(sig, now, self.racy_ns):
+                    fresh.append((key, *sig, d))
             from . import faults
 
             with self._lock:
                 faults.point("state.write")
                 self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?)", fresh)
+                self._db.executemany("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?)", fresh)
                 self._db.execute("COMMIT")
         return out
 

@@ -6,9 +6,13 @@ engine) and, through ``run_payload``, for light stages in process.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -33,22 +37,65 @@ def run_payload(payload: dict[str, Any], log: Any = None, progress: Callable[[di
     Path(payload["stats_path"]).write_text(json.dumps(ctx.recorded_stats, default=str))
 
 
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_EXIT = 28  # the engine reads it as "disk full" when error.json could not be written either
+KILL_GRACE_S = 30  # after the engine dies: SIGTERM (trainers checkpoint), then SIGKILL
+
+
+def watch_lifeline(fd: int) -> None:
+    """Block on the engine's lifeline pipe; at EOF (the engine died, even by SIGKILL) terminate this
+    stage's whole process group, so no orphan keeps writing a run dir whose lock died with it."""
+
+    def watch() -> None:
+        try:
+            while os.read(fd, 1):
+                pass
+        except OSError:
+            pass
+        pgid = os.getpgid(0)
+        # a detached reaper outlives us: SIGKILL whatever ignored the SIGTERM after the grace period
+        subprocess.Popen(["/bin/sh", "-c", f"sleep {KILL_GRACE_S}; kill -KILL -- -{pgid} 2>/dev/null"],
+                         cwd="/", start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.killpg(pgid, signal.SIGTERM)
+
+    threading.Thread(target=watch, name="genesis-lifeline", daemon=True).start()
+
+
+def _record_error(payload: dict[str, Any], err: dict[str, Any]) -> bool:
+    try:
+        Path(payload["error_path"]).write_text(json.dumps(err))
+        return True
+    except OSError:
+        return False
+
+
 def main(argv: list[str]) -> int:
     """Subprocess entry point; writes ``error.json`` for the engine on failure."""
     payload = json.loads(Path(argv[0]).read_text())
+    fd = os.environ.pop("GENESIS_LIFELINE_FD", None)
+    if fd:
+        watch_lifeline(int(fd))
     try:
         run_payload(payload, log=sys.stdout)
         return 0
     except GenesisError as e:
-        Path(payload["error_path"]).write_text(json.dumps({"user_error": True, "message": str(e)}))
+        _record_error(payload, {"user_error": True, "message": str(e)})
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        Path(payload["error_path"]).write_text(json.dumps({"user_error": False, "message": "interrupted"}))
+        _record_error(payload, {"user_error": False, "message": "interrupted"})
         return 130
+    except OSError as e:
+        traceback.print_exc()
+        if e.errno in DISK_FULL:
+            recorded = _record_error(payload, {"user_error": False, "errno": e.errno, "filename": e.filename,
+                                               "message": f"{type(e).__name__}: {e}"})
+            return 1 if recorded else DISK_FULL_EXIT
+        _record_error(payload, {"user_error": False, "message": f"{type(e).__name__}: {e}"})
+        return 1
     except BaseException as e:  # noqa: BLE001 — recorded for the engine, traceback into the log
         traceback.print_exc()
-        Path(payload["error_path"]).write_text(json.dumps({"user_error": False, "message": f"{type(e).__name__}: {e}"}))
+        _record_error(payload, {"user_error": False, "message": f"{type(e).__name__}: {e}"})
         return 1
 
 
