@@ -199,7 +199,8 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     failed = [r for r in results if r.outcome == "failed"]
-    console.print(f"{len(results)} nodes: {summary}")
+    noop = " (no-op)" if results and all(r.outcome == "cached" for r in results) else ""
+    console.print(f"{len(results)} nodes: {summary}{noop}")
     links = []
     for t in targets:
         link = engine.ws.out_dir / t.replace("/", "__")

@@ -1,0 +1,53 @@
+"""Tokenize: corpus + tokenizer → memmap token shards, at node ``tokenize:<tokenizer name>``.
+
+    genesis-build tokenize:tiny
+
+Settings live in the tokenizer spec's ``[tokenize]`` table (dtype, mean documents per shard group,
+optionally another corpus than the one the tokenizer was trained on). Output (``meta.json``):
+
+    {"dtype": "uint16", "vocab_size": 4096, "eos_id": 1, "bos_id": 0, "pad_id": 2,
+     "splits": {"train": {"tokens": N, "documents": D,
+                          "shards": [{"file": "train/00000.bin", "tokens": n, "index": "train/00000.idx.npy"}]},
+                "validation": {…}}}
+
+Shards are flat little-endian ids with EOS after every document; ``.idx.npy`` holds each document's
+int64 start offset in its shard; ``tokenizer/`` is a copy of the tokenizer. Shards are
+content-defined groups of documents cached across builds (``data_lib/encode.py``): appending data
+re-encodes only the groups that changed, and the ``groups_encoded``/``groups_reused`` statistics say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genesis_build.stage import Context, ref_name, spec_name, stage
+from stages.tokenizer import TokenizerSpec, check_tokenizer
+
+
+def _inputs(spec: TokenizerSpec, part: str | None) -> dict[str, str]:
+    corpus = spec.tokenize.corpus or spec.corpus
+    return {"tokenizer": f"tokenizer:{spec_name(spec)}", "corpus": f"corpus:{ref_name(corpus)}"}
+
+
+def _check(spec: TokenizerSpec, resolve: Any) -> None:
+    check_tokenizer(spec, resolve)
+
+
+def _describe(spec: TokenizerSpec, resolve: Any) -> list[tuple[str, str]]:
+    """``--dry-run`` rows: what is tokenized and how it is stored."""
+    t = spec.tokenize
+    dtype = t.dtype if t.dtype != "auto" else ("uint16" if spec.vocab_size <= 1 << 16 else "uint32") + " (auto)"
+    return [("corpus", t.corpus or spec.corpus), ("ids", f"{dtype}, vocab {spec.vocab_size:,}, EOS after each document"),
+            ("shards", f"content-defined groups of ~{t.group_documents:,} documents, cached across builds")]
+
+
+# batch_documents and the corpus reference are not in the key: one is speed only, the other is an input.
+@stage("tokenize", version=1, kind="tokenizer", fields=("tokenize.dtype", "tokenize.group_documents"),
+       inputs=_inputs, check=_check, describe=_describe, heavy=True)
+def tokenize(ctx: Context) -> None:
+    """Encode the corpus splits into memmap token shards (re-encoding only changed groups)."""
+    from stages.data_lib.encode import tokenize_corpus
+
+    stats = tokenize_corpus(ctx.spec.tokenize, ctx.inputs["tokenizer"].path, ctx.inputs["corpus"].path, ctx.out,
+                            ctx.samples_dir("tokenize-groups"), ctx.node, ctx.progress)
+    ctx.stats(**stats)
