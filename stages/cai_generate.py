@@ -1,0 +1,90 @@
+"""Stage ``cai-generate``: critique → revision samples for SFT (Constitutional AI, supervised part).
+
+Node ``cai-generate:<model>`` reads the model spec's ``[cai]`` section, its ``constitution`` and
+``prompts`` references and (for ``generator = "self"``) the exported base model ``export:<model>``.
+Each prompt gets ``principles_per_prompt`` principles by rendezvous hashing; each (prompt,
+principle) sample is cached on its own under ``cache/samples/cai/``, so editing one principle
+regenerates only its samples::
+
+    genesis-build cai-generate:tiny          # logs "generated k / n (cached n-k)"
+
+Outputs: ``samples.jsonl`` (prompt, principle, initial response, critiques, revisions, final),
+``sft.jsonl`` (chat messages: user prompt → final revision), ``meta.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genesis_build.stage import Context, spec_name, stage
+
+FIELDS = (
+    "cai.generator",
+    "cai.model",
+    "cai.decoding",
+    "cai.revision_rounds",
+    "cai.principles_per_prompt",
+    "cai.num_prompts",
+    "@constitution.principles",
+    "@constitution.system_prompt",
+)
+
+
+def _inputs(spec: Any, part: str | None) -> dict[str, str]:
+    ins = {"prompts": spec.prompts} if getattr(spec, "prompts", None) else {}
+    if spec.cai.generator == "self":
+        ins["base"] = f"export:{spec_name(spec)}"
+    return ins
+
+
+def _files(spec: Any, part: str | None) -> list[str]:
+    # an hf:<dir> generator's weights are part of what the samples depend on
+    return [spec.cai.generator[3:]] if spec.cai.generator.startswith("hf:") else []
+
+
+def _check(spec: Any, resolve: Any) -> None:
+    from stages.cai_lib.checks import check_cai
+
+    check_cai(spec, resolve)
+
+
+@stage("cai-generate", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
+def cai_generate(ctx: Context) -> None:
+    """Generate critique/revision samples (cached per sample) and the SFT dataset."""
+    from stages.cai_lib import critique
+    from stages.cai_lib.generators import open_generator
+    from stages.cai_lib.io import local_model, read_jsonl, resolve_spec, write_json, write_jsonl
+    from stages.cai_lib.samples import SampleStore
+
+    spec = ctx.spec
+    cai = spec.cai
+    constitution = resolve_spec(ctx, spec.constitution)
+    prompts = read_jsonl(ctx.inputs["prompts"].path / "prompts.jsonl")
+    store = SampleStore(ctx.samples_dir("cai"))
+    store.clean_temp()
+
+    local = {"self": local_model(ctx, "base")} if "base" in ctx.inputs else {}
+    gen = open_generator(cai.generator, local_dirs=local, model=cai.model, runtime=cai.runtime)  # fails fast
+    jobs = critique.plan(prompts, constitution, cai, gen.identity)
+    n = len(jobs)
+    todo = len(store.missing(j.key for j in jobs))
+    ctx.log(f"cai-generate: {n} samples ({len(prompts)} prompts available, {cai.principles_per_prompt} principle(s) each); "
+            f"{todo} to generate with {cai.generator}")
+    ctx.progress(0, n, desc="cai samples")
+    generated = critique.run(gen, jobs, store, cai, constitution.system_prompt, chunk=cai.runtime.batch_size,
+                             on_progress=lambda done, total: ctx.progress(n - todo + done, n, desc="cai samples"))
+    gen.close()
+
+    samples = [store.get(j.key) for j in jobs]
+    write_jsonl(ctx.out / "samples.jsonl", samples)
+    rows, skipped = critique.sft_rows(jobs, store, None)
+    write_jsonl(ctx.out / "sft.jsonl", rows)
+    per_principle: dict[str, int] = {}
+    for j in jobs:
+        per_principle[j.principle_id] = per_principle.get(j.principle_id, 0) + 1
+    write_json(ctx.out / "meta.json", {
+        "samples": n, "sft_rows": len(rows), "skipped_empty": skipped, "generator": gen.identity,
+        "system_prompt": constitution.system_prompt, "per_principle": per_principle,
+    })
+    ctx.stats(generated=generated, cached=n - generated, total=n, skipped_empty=skipped)
+    ctx.log(f"generated {generated} / {n} (cached {n - generated})")

@@ -1,0 +1,48 @@
+"""Small I/O helpers shared by the CAI stages (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (blank lines skipped)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write rows as JSONL (stable key order, so identical data gives identical bytes)."""
+    n = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            n += 1
+    return n
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write pretty, key-sorted JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def resolve_spec(ctx: Any, address: str) -> Any:
+    """The validated spec ``kind:name`` at run time: through the engine's ``ctx.resolve`` when it
+    offers one, else loaded with the engine's own spec loader (``extends`` merged, validated)."""
+    resolve = getattr(ctx, "resolve", None)
+    if callable(resolve):
+        return resolve(address)
+    from genesis_build.specs import SpecStore
+    from genesis_build.stage import kinds
+
+    return SpecStore(Path(ctx.workspace), kinds()).get(address).model
+
+
+def local_model(ctx: Any, input_name: str, subdir: str = "") -> tuple[Path, str]:
+    """(HF model dir, content digest) of a built input: its output digest identifies the weights."""
+    ref = ctx.inputs[input_name]
+    return (ref.path / subdir if subdir else ref.path), str(ref.manifest.get("output_digest") or ref.manifest.get("key"))

@@ -1,0 +1,99 @@
+"""Stage ``cai-preferences``: AI-feedback preference pairs for DPO.
+
+Node ``cai-preferences:<model>``: the policy (``[cai.preferences] policy``, default the SFT model
+``sft:<model>``) writes two responses per prompt; the feedback model (default the pretrained base
+``export:<model>``, as in Bai et al.) scores which better satisfies each assigned principle via
+the log-probabilities of "(A)"/"(B)". Responses and judgments are cached per item under
+``cache/samples/cai/``. Output: ``pairs.jsonl`` (prompt messages, chosen, rejected, margin,
+p_chosen, principle) and ``meta.json``::
+
+    genesis-build cai-preferences:tiny
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genesis_build.stage import Context, spec_name, stage
+
+FIELDS = (
+    "cai.preferences",
+    "cai.principles_per_prompt",
+    "sft.system_prompt",
+    "@constitution.principles",
+    "@constitution.feedback",
+    "@constitution.system_prompt",
+)
+SFT_HF = "hf"  # the sft stage's output keeps a transformers copy of the model here
+
+
+def _inputs(spec: Any, part: str | None) -> dict[str, str]:
+    prefs = spec.cai.preferences
+    ins = {"prompts": spec.prompts} if getattr(spec, "prompts", None) else {}
+    if "sft" in (prefs.policy, prefs.feedback):
+        ins["sft"] = f"sft:{spec_name(spec)}"
+    if prefs.feedback == "base":
+        ins["base"] = f"export:{spec_name(spec)}"
+    return ins
+
+
+def _files(spec: Any, part: str | None) -> list[str]:
+    prefs = spec.cai.preferences
+    return [g[3:] for g in (prefs.policy, prefs.feedback) if g.startswith("hf:")]
+
+
+def _check(spec: Any, resolve: Any) -> None:
+    from stages.cai_lib.checks import check_preferences
+
+    check_preferences(spec, resolve)
+
+
+@stage("cai-preferences", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
+def cai_preferences(ctx: Context) -> None:
+    """Sample response pairs and judge them with AI feedback against the principles."""
+    from stages.cai_lib import preferences as P
+    from stages.cai_lib.generators import open_generator
+    from stages.cai_lib.io import local_model, read_jsonl, resolve_spec, write_json, write_jsonl
+    from stages.cai_lib.samples import SampleStore
+
+    spec = ctx.spec
+    cai, prefs = spec.cai, spec.cai.preferences
+    constitution = resolve_spec(ctx, spec.constitution)
+    system_prompt = constitution.system_prompt if spec.sft.system_prompt else ""
+    prompts = read_jsonl(ctx.inputs["prompts"].path / "prompts.jsonl")
+    store = SampleStore(ctx.samples_dir("cai"))
+    store.clean_temp()
+
+    local: dict[str, Any] = {}
+    if "sft" in ctx.inputs:
+        local["sft"] = local_model(ctx, "sft", SFT_HF)
+    if "base" in ctx.inputs:
+        local["base"] = local_model(ctx, "base")
+    # open (and probe) both models before any work, so a bad URL fails with nothing done
+    policy = open_generator(prefs.policy, local_dirs=local, model=prefs.policy_model, runtime=cai.runtime)
+    same = prefs.feedback == prefs.policy and prefs.feedback_model == prefs.policy_model
+    judge = policy if same else open_generator(prefs.feedback, local_dirs=local, model=prefs.feedback_model, runtime=cai.runtime)
+
+    jobs = P.plan(prompts, constitution, cai, policy.identity, system_prompt)
+    responses = P.response_jobs(jobs)
+    ctx.log(f"cai-preferences: {len(jobs)} pairs over {len(responses) // 2} prompts; policy {prefs.policy}, feedback {prefs.feedback}")
+    chunk = cai.runtime.batch_size
+    n_resp = P.sample_responses(policy, responses, store, prefs.decoding, system_prompt, chunk,
+                                on_progress=lambda d, t: ctx.progress(d, t, desc="responses"))
+    ctx.log(f"responses: generated {n_resp} / {len(responses)} (cached {len(responses) - n_resp})")
+    if policy is not judge:
+        policy.close()
+    n_judged = P.judge_pairs(judge, jobs, store, constitution, prefs.debias, chunk,
+                             on_progress=lambda d, t: ctx.progress(d, t, desc="judgments"))
+    ctx.log(f"judgments: generated {n_judged} / {len(jobs)} (cached {len(jobs) - n_judged})")
+    judge.close()
+
+    rows, dropped = P.pair_rows(jobs, store, constitution, judge.identity, prefs.debias, prefs.min_margin, system_prompt)
+    write_jsonl(ctx.out / "pairs.jsonl", rows)
+    write_json(ctx.out / "meta.json", {"pairs": len(rows), "jobs": len(jobs), "dropped": dropped,
+                                        "policy": policy.identity, "feedback": judge.identity})
+    generated = n_resp + n_judged
+    total = len(responses) + len(jobs)
+    ctx.stats(generated=generated, cached=total - generated, total=total, responses_generated=n_resp,
+              judgments_generated=n_judged, pairs=len(rows), **{f"dropped_{k}": v for k, v in dropped.items()})
+    ctx.log(f"generated {generated} / {total} (cached {total - generated}); {len(rows)} pairs")

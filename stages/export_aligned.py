@@ -1,0 +1,39 @@
+"""Stage ``export-aligned``: the aligned (SFT → DPO) model as a transformers model dir.
+
+Node ``export-aligned:<model>`` reads ``dpo:<model>``'s ``hf/`` copy and writes it like the base
+export: ``model.safetensors`` in the architecture's dtype, ``config.json``, tokenizer files (with
+the chat template) and ``generation_config.json``, loadable with ``AutoModelForCausalLM``::
+
+    genesis-build export-aligned:tiny
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genesis_build.stage import Context, spec_name, stage
+
+
+def _inputs(spec: Any, part: str | None) -> dict[str, str]:
+    return {"dpo": f"dpo:{spec_name(spec)}"}
+
+
+@stage("export-aligned", version=1, kind="model", fields=("architecture.dtype",), inputs=_inputs, heavy=True)
+def export_aligned(ctx: Context) -> None:
+    """Write the DPO-trained model as an HF model dir (safetensors, tokenizer, chat template)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    src = ctx.inputs["dpo"].path / "hf"
+    dtype = getattr(torch, ctx.spec.architecture.dtype)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.config.use_cache = True
+    model.to(dtype).save_pretrained(ctx.out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(ctx.out)
+    try:
+        GenerationConfig.from_pretrained(src).save_pretrained(ctx.out)
+    except OSError:
+        GenerationConfig.from_model_config(model.config).save_pretrained(ctx.out)
+    n = sum(p.numel() for p in model.parameters())
+    ctx.stats(params=n, dtype=ctx.spec.architecture.dtype)
+    ctx.log(f"export-aligned: {n} parameters in {ctx.spec.architecture.dtype} → {ctx.out}")

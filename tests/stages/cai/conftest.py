@@ -1,0 +1,36 @@
+"""Fixtures for the CAI tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# The repo root must come before tests/ (which pytest puts on sys.path for tests/conftest.py):
+# otherwise ``import stages`` finds the namespace package tests/stages instead of the real one.
+ROOT = Path(__file__).resolve().parents[3]
+for p in (str(Path(__file__).parent), str(ROOT)):
+    if p in sys.path:
+        sys.path.remove(p)
+    sys.path.insert(0, p)
+
+from cai_testlib import make_tiny_lm  # noqa: E402
+
+# The test machine's cores are shared: one intra-op thread per process is ~10-50x faster for these
+# tiny models than threads spinning against each other (subprocesses inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    """A tiny real HF model dir (random init, trained BPE tokenizer, chat template)."""
+    return make_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
