@@ -1,0 +1,107 @@
+"""Stage ``report``: ``report:<model>`` renders the build report of a model — training curves
+with resume markers, the eval table base vs aligned, CAI data stats and what changed since the
+previous build of the same target — as ``index.html`` + PNGs + ``summary.json``::
+
+    genesis-build report:tiny && xdg-open out/report:tiny/index.html
+
+Inputs: ``pretrain:<model>`` (metrics.jsonl), ``eval:<model>`` (every variant), and with a
+constitution ``cai-generate:<model>`` / ``cai-preferences:<model>`` (their manifest stats). The
+spec values shown in the diff are the key values recorded in the manifests of every upstream
+node. The previous build's summary is kept in ``cache/samples/report/<target>/previous.json``
+(per workspace): a history of recent builds, the newest with another key is the one compared.
+Rendering is :func:`stages.evals_lib.report_render.render_report` (pure, tested on its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from genesis_build.stage import Context, spec_name, stage
+
+HISTORY = 20  # builds kept in previous.json
+
+
+def _inputs(spec: Any, part: str | None) -> dict[str, str]:
+    name = spec_name(spec)
+    ins = {"pretrain": f"pretrain:{name}"}
+    if getattr(spec, "evals", None):
+        ins["eval"] = f"eval:{name}"
+    if getattr(spec, "constitution", None):
+        ins["cai"] = f"cai-generate:{name}"
+        ins["preferences"] = f"cai-preferences:{name}"
+    return ins
+
+
+def render_report(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """See :func:`stages.evals_lib.report_render.render_report` (imported lazily: matplotlib)."""
+    from stages.evals_lib.report_render import render_report as impl
+
+    return impl(*args, **kwargs)
+
+
+def upstream_specs(cache_root: Path, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{node: key spec values} of every node upstream of the inputs, read from cached manifests
+    (objects pulled partially from a remote may lack some; those are skipped)."""
+    from genesis_build.cache import Cache
+
+    cache = Cache(cache_root)
+    out: dict[str, dict[str, Any]] = {}
+    todo = [(ref.node, ref.manifest) for ref in inputs.values()]
+    seen: set[str] = set()
+    while todo:
+        node, manifest = todo.pop()
+        if node in seen or not manifest:
+            continue
+        seen.add(node)
+        if manifest.get("spec"):
+            out[node] = manifest["spec"]
+        for dep in (manifest.get("inputs") or {}).values():
+            if dep.get("node") not in seen and dep.get("key"):
+                todo.append((dep["node"], cache.manifest(dep["key"]) or {}))
+    return dict(sorted(out.items()))
+
+
+def _history_file(ctx: Context) -> Path:
+    import hashlib
+
+    ws = hashlib.sha256(str(ctx.workspace.resolve()).encode()).hexdigest()[:12]
+    return ctx.samples_dir("report") / f"{ctx.spec_name}-{ws}" / "previous.json"
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, default=str)
+    os.replace(tmp, path)
+
+
+@stage("report", version=1, kind="model", inputs=_inputs, heavy=True, entry="index.html")
+def report(ctx: Context) -> None:
+    """Render the HTML report (curves, evals base vs aligned, CAI stats, diff vs previous build)."""
+    evals = {}
+    for name, ref in ctx.inputs.items():
+        if name == "eval" or name.startswith("eval/"):
+            variant = ref.node.split("/", 1)[1] if "/" in ref.node else "base"
+            evals[variant] = json.loads((ref.path / "results.json").read_text())
+    cai = {ref.node: ref.manifest.get("stats") or {} for name, ref in ctx.inputs.items() if name in ("cai", "preferences")}
+    metrics = {"pretrain": ctx.inputs["pretrain"].path / "metrics.jsonl"}
+    hist_path = _history_file(ctx)
+    history = []
+    if hist_path.is_file():
+        try:
+            history = json.loads(hist_path.read_text()).get("builds", [])
+        except ValueError:
+            ctx.log(f"warning: {hist_path} is unreadable; comparing with nothing")
+    previous = next((b for b in reversed(history) if b.get("key") != ctx.key), None)
+    summary = render_report(ctx.out, metrics, evals, cai, previous, specs=upstream_specs(ctx.cache_root, ctx.inputs),
+                            title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key)
+    history = [b for b in history if b.get("key") != ctx.key] + [summary]
+    _write_json(hist_path, {"builds": history[-HISTORY:]})
+    ctx.stats(plots=len(summary["plots"]), eval_metrics=len(summary["metrics"]),
+              compared_with=(previous or {}).get("key"))
+    ctx.log(f"report: {ctx.out / 'index.html'}")

@@ -1,0 +1,53 @@
+"""Stand-in upstream stages for the eval/report engine test (a workspace plugin, loaded after
+``stages`` so these registrations replace the real ones in that workspace only).
+
+Training a model through corpus → tokenizer → pretrain → SFT → DPO takes minutes; the eval and
+report stages only need what those stages publish. So ``pretrain`` publishes a given
+``metrics.jsonl``, ``export`` / ``export-aligned`` publish prebuilt tiny HF model dirs, and the
+CAI stages publish only their stats. The file inputs (env ``EVT_METRICS``, ``EVT_BASE``,
+``EVT_ALIGNED``) are digested into the keys like any file input.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from genesis_build.stage import Context, spec_name, stage
+
+
+def _env(name: str):
+    return lambda spec, part: [os.environ[name]]
+
+
+@stage("pretrain", version=1, kind="model", files=_env("EVT_METRICS"))
+def pretrain(ctx: Context) -> None:
+    """Publish the given metrics log."""
+    shutil.copy(os.environ["EVT_METRICS"], ctx.out / "metrics.jsonl")
+
+
+@stage("export", version=1, kind="model", files=_env("EVT_BASE"), inputs=lambda s, p: {"pretrain": f"pretrain:{spec_name(s)}"})
+def export(ctx: Context) -> None:
+    """Publish the prebuilt base model."""
+    shutil.copytree(os.environ["EVT_BASE"], ctx.out, dirs_exist_ok=True)
+
+
+@stage("export-aligned", version=1, kind="model", files=_env("EVT_ALIGNED"),
+       inputs=lambda s, p: {"pretrain": f"pretrain:{spec_name(s)}"})
+def export_aligned(ctx: Context) -> None:
+    """Publish the prebuilt 'aligned' model."""
+    shutil.copytree(os.environ["EVT_ALIGNED"], ctx.out, dirs_exist_ok=True)
+
+
+@stage("cai-generate", version=1, kind="model")
+def cai_generate(ctx: Context) -> None:
+    """Only the stats the report shows."""
+    (ctx.out / "meta.json").write_text("{}")
+    ctx.stats(generated=2, cached=6, total=8)
+
+
+@stage("cai-preferences", version=1, kind="model")
+def cai_preferences(ctx: Context) -> None:
+    """Only the stats the report shows."""
+    (ctx.out / "meta.json").write_text("{}")
+    ctx.stats(generated=1, cached=3, total=4)

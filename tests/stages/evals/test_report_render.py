@@ -1,0 +1,116 @@
+"""``render_report`` on synthetic inputs (and a headless-browser screenshot when chromium exists)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stages.evals_lib.report_render import diff_metrics, diff_specs, render_report, resume_steps, series
+
+
+def write_metrics(path: Path) -> Path:
+    """A run of 30 steps, killed after 20 and resumed from the checkpoint at step 15."""
+    recs = [{"kind": "event", "event": "start", "step": 0, "session": 1}]
+    for s in range(1, 31):
+        if s == 16:
+            recs.append({"kind": "event", "event": "start", "step": 15, "session": 2, "reason": "resumed"})
+        r = {"kind": "train", "step": s, "loss": 5.0 / s, "grad_norm": 1.0 + 0.01 * s, "lr": 1e-3 * min(1, s / 5),
+             "tokens_per_s": 1000.0 + s}
+        if s % 10 == 0:
+            r["val_loss"] = 5.5 / s
+        recs.append(r)
+    recs.append({"event": "resume", "step": 25})
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n{torn line")
+    return path
+
+
+def results(mc1: float, asr: float, source: str = "path") -> dict:
+    return {"results": {"truthfulqa_mc1": {"alias": "truthfulqa_mc1", "acc": mc1, "acc_stderr": 0.05},
+                        "harmbench": {"alias": "harmbench", "asr": asr, "asr_stderr": 0.1, "judge_unparsed": 0},
+                        "harmbench/illegal": {"alias": "harmbench/illegal", "asr": asr, "asr_stderr": None}},
+            "n-samples": {"truthfulqa_mc1": {"original": 817, "effective": 40}},
+            "higher_is_better": {"truthfulqa_mc1": {"acc": True}, "harmbench": {"asr": False}},
+            "config": {"suites": {"truthfulqa": {"source": {"kind": source}}, "harmbench": {"source": {"kind": "path"}}}}}
+
+
+def test_series_and_resumes(tmp_path: Path) -> None:
+    from stages.evals_lib.report_render import read_metrics
+
+    recs = read_metrics(write_metrics(tmp_path / "m.jsonl"))
+    assert resume_steps(recs) == [15, 25]  # a "start" at step > 0 and an explicit resume event
+    steps, vals = series(recs, "val_loss")
+    assert steps == [10, 20, 30] and vals[0] == pytest.approx(0.55)
+    assert series(recs, "loss")[0] == list(range(1, 31))
+
+
+def test_render_report_first_and_second_build(tmp_path: Path) -> None:
+    metrics = write_metrics(tmp_path / "metrics.jsonl")
+    specs1 = {"pretrain:t": {"model.training.lr": 0.001, "model.architecture": {"hidden_size": 64}},
+              "eval-data:t/harmbench": {"evals.harmbench": {"judge": "refusal"}}}
+    cai = {"cai-generate:t": {"generated": 3, "cached": 9, "total": 12}}
+    first = render_report(tmp_path / "r1", {"pretrain": metrics}, {"base": results(0.2, 0.8, "builtin"), "aligned": results(0.3, 0.4)},
+                          cai, None, specs=specs1, title="report t", key="k1")
+    html = (tmp_path / "r1" / "index.html").read_text()
+    for png in ("loss.png", "grad_norm.png", "lr.png", "tokens_per_s.png"):
+        data = (tmp_path / "r1" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+        assert f"src='{png}'" in html
+    assert "resumed at step 15, 25" in html
+    assert "First build of this target" in html
+    # eval table: base vs aligned with the signed change, coloured by direction
+    assert "<td class='num good'>+0.1000</td>" in html  # mc1 up: good
+    assert "<td class='num good'>-0.4000</td>" in html  # ASR down: good
+    assert "built-in set" in html and "± 0.0500" in html
+    assert "<details><summary>per category / type (1 rows)" in html
+    assert "<td class='num'>3</td><td class='num'>9</td><td class='num'>12</td><td class='num'>25%</td>" in html
+    assert first["metrics"]["aligned/truthfulqa_mc1/acc"] == 0.3 and "base/harmbench/judge_unparsed" not in first["metrics"]
+    assert first["training"]["final_loss"] == pytest.approx(5 / 30) and first["training"]["resumes"] == 2
+    assert json.loads((tmp_path / "r1" / "summary.json").read_text())["key"] == "k1"
+
+    # second build: lr changed, a judge changed, mc1 moved
+    specs2 = {"pretrain:t": {"model.training.lr": 0.002, "model.architecture": {"hidden_size": 64}},
+              "eval-data:t/harmbench": {"evals.harmbench": {"judge": "openai:http://x"}}}
+    second = render_report(tmp_path / "r2", [metrics], {"base": results(0.25, 0.8), "aligned": results(0.3, 0.4)},
+                           None, first, specs=specs2, key="k2")
+    html2 = (tmp_path / "r2" / "index.html").read_text()
+    assert "Spec changes (2)" in html2
+    assert "<code>model.training.lr</code></td><td>0.001</td><td>0.002</td>" in html2
+    assert "evals.harmbench.judge" in html2
+    assert "Numbers that moved (1)" in html2 and "base/truthfulqa_mc1/acc" in html2 and "+0.0500" in html2
+    assert "No CAI nodes" in html2 and second["key"] == "k2"
+
+
+def test_diff_helpers() -> None:
+    assert diff_specs({"a": {"x": 1, "y": {"z": 2}}}, {"a": {"x": 1, "y": {"z": 3}}, "b": {"q": 1}}) == [
+        ("a", "y.z", 3, 2), ("b", "q", 1, "<unset>")]
+    moved = diff_metrics({"m1": 0.5, "m2": 0.9, "new": 1.0}, {"m1": 0.5, "m2": 0.1, "gone": 0.3})
+    assert [m for m, _, _ in moved[:1]] == ["m2"] and {m for m, _, _ in moved} == {"m2", "new", "gone"}
+
+
+def test_empty_inputs_still_render(tmp_path: Path) -> None:
+    s = render_report(tmp_path, {}, {}, None, None)
+    html = (tmp_path / "index.html").read_text()
+    assert "No training metrics" in html and "No eval results" in html and s["plots"] == []
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")), reason="chromium not installed")
+def test_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
+    metrics = write_metrics(tmp_path / "metrics.jsonl")
+    render_report(tmp_path / "r", {"pretrain": metrics}, {"base": results(0.2, 0.8), "aligned": results(0.3, 0.4)},
+                  {"cai-generate:t": {"generated": 3, "cached": 9, "total": 12}}, None)
+    shot = tmp_path / "shot.png"
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    p = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+                        "--window-size=1200,1600", (tmp_path / "r" / "index.html").as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), p.stderr[-2000:]
+    from matplotlib.image import imread
+
+    img = imread(shot)
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    # the page is not blank: plots and tables put plenty of non-white pixels on it
+    assert (img[..., :3].mean(axis=-1) < 0.9).mean() > 0.02
