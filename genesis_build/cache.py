@@ -70,14 +70,18 @@ def safe_relpath(rel: str) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host."""
+    """Whether a process with this pid is running on this host (a zombie is not: it wrote its last)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 class Cache:
@@ -379,7 +383,7 @@ class Cache:
 
         A run dir whose lock is held (a training run in progress) is never touched. Samples are a
         cache of a cache: deleting one only means it is generated again if a changed spec needs it
-        (stages refresh the mtime of every sample they reuse).
+        (stages set the atime of every sample they reuse).
         """
         cutoff = time.time() - keep_days * 86400
         removed: list[tuple[str, int, str]] = []
@@ -404,8 +408,8 @@ class Cache:
                 st = f.lstat()
             except OSError:
                 continue
-            if not stat.S_ISREG(st.st_mode) or st.st_mtime > cutoff:
-                continue
+            if not stat.S_ISREG(st.st_mode) or max(st.st_mtime, st.st_atime) > cutoff:
+                continue  # atime: stages record each reuse there
             removed.append((str(f.relative_to(self.root)), st.st_size, "sample"))
             if not dry_run:
                 with contextlib.suppress(OSError):

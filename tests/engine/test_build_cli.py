@@ -175,6 +175,40 @@ def test_gc_keeps_referenced_objects(ws: Workspace) -> None:
     assert "would delete 4 objects" in ws.cli("cache", "gc", "--all", "--dry-run").out
 
 
+def test_gc_removes_old_run_dirs_and_samples_but_not_a_locked_run(ws: Workspace) -> None:
+    import fcntl
+
+    assert ws.cli().code == 0
+    cache = ws.root / "cache"
+    old = time.time() - 3 * 86400
+    runs = {}
+    for name in ("abandoned", "training-now"):
+        d = cache / "runs" / name / "checkpoints"
+        d.mkdir(parents=True)
+        (d / "shard.bin").write_bytes(b"x" * 1000)
+        for p in (d / "shard.bin", d, d.parent):
+            os.utime(p, (old, old))
+        runs[name] = d.parent
+    stale, reused = cache / "samples" / "cai" / "ab" / "stale.json", cache / "samples" / "cai" / "cd" / "reused.json"
+    for f in (stale, reused):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+        os.utime(f, (old, old))
+    os.utime(reused, (time.time(), old))  # a stage reused it today (atime)
+    (cache / "locks").mkdir(exist_ok=True)
+    fd = os.open(cache / "locks" / "run-training-now.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a trainer holds its run dir
+    try:
+        dry = ws.cli("cache", "gc", "--keep-days", "1", "--dry-run")
+        assert "would delete runs/abandoned (run dir)" in dry.out and "training-now" not in dry.out, dry.out
+        assert "1 run dirs and 1 samples" in dry.out and runs["abandoned"].is_dir() and stale.is_file()
+        assert ws.cli("cache", "gc", "--keep-days", "1").code == 0
+    finally:
+        os.close(fd)
+    assert not runs["abandoned"].exists() and runs["training-now"].is_dir()
+    assert not stale.exists() and reused.is_file()
+
+
 def test_source_change_without_version_bump_warns(ws: Workspace) -> None:
     assert ws.cli().code == 0
     src = ws.root / "teststages.py"
