@@ -4,7 +4,7 @@ one-line ``error: specs/<file>.toml:<line>: <field>: …``.
 Each entry becomes a test in ``test_rel_spec_fuzz.py`` that xfails while the finding reproduces and
 fails once it no longer does (then delete the entry here). A new finding that is not listed makes
 ``test_rel_spec_fuzz.py`` fail outright: never weaken the fuzzer to hide one — list it here with its
-owner and tell them. The same list, with owners, is in ``notes/reliability.md``.
+owner and tell them.
 """
 
 from __future__ import annotations

@@ -133,6 +133,20 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
     raise AssertionError(f"step {step} not reached in {timeout}s")
 
 
+def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until some checkpoint of the run is complete (as the trainer's resume judges it)."""
+    from stages.training.checkpoint import complete_checkpoints
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if complete_checkpoints(run_dir / "checkpoints"):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited ({proc.returncode}) before any checkpoint was complete")
+        time.sleep(0.05)
+    raise AssertionError(f"no complete checkpoint in {timeout}s")
+
+
 def kill_tree(proc: subprocess.Popen, sig: int) -> None:
     """Send ``sig`` to torchrun and every rank (ranks run in their own sessions)."""
     import psutil
