@@ -329,7 +329,7 @@ def describe_changes(old: dict[str, Any] | None, new: dict[str, Any], limit: int
         elif k not in fo:
             reasons.append(f"spec field {k} added")
         elif fo[k] != fn[k]:
-            reasons.append(f"spec field {k} changed {_short(fo[k])}→{_short(fn[k])}")
+            reasons.append(f"spec field {k} changed {_change(fo[k], fn[k])}")
     oi, ni = old.get("inputs", {}), new.get("inputs", {})
     for k in sorted(oi.keys() | ni.keys()):
         if oi.get(k) != ni.get(k):
@@ -350,3 +350,17 @@ def describe_changes(old: dict[str, Any] | None, new: dict[str, Any], limit: int
 def _short(v: Any) -> str:
     s = repr(v) if isinstance(v, str) else str(v)
     return s if len(s) <= 40 else s[:37] + "…"
+
+
+def _change(old: Any, new: Any) -> str:
+    """``old→new``; two long texts are shown around their first difference."""
+    if not (isinstance(old, str) and isinstance(new, str)) or max(len(old), len(new)) <= 38:
+        return f"{_short(old)}→{_short(new)}"
+    i = next((n for n, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
+    start = max(0, i - 12)
+
+    def window(t: str) -> str:
+        part = t[start:start + 30]
+        return repr(("…" if start else "") + part + ("…" if start + 30 < len(t) else ""))
+
+    return f"{window(old)}→{window(new)}"
