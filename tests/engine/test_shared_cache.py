@@ -25,14 +25,29 @@ def _env(ws: Workspace, cache: Path) -> dict[str, str]:
     return env
 
 
-def _other_uid_can_run_python() -> bool:
+def _python_for_other_uids() -> tuple[str, dict[str, str]] | None:
+    """An interpreter (and extra env) that other uids can run with this project importable: this one,
+    or — when it lives under a private home (pyenv in /root) — the system Python of the same version
+    pointed at this environment's site-packages and the repo."""
     if os.geteuid() != 0:
-        return False
-    try:
-        return subprocess.run([sys.executable, "-c", "import genesis_build"], user=4301, group=4242,
-                              capture_output=True, cwd="/tmp").returncode == 0
-    except PermissionError:
-        return False
+        return None
+    import sysconfig
+
+    root = str(Path(__file__).resolve().parents[2])
+    pythonpath = os.pathsep.join([root, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    for exe, extra in ((sys.executable, {}), (system, {"PYTHONPATH": pythonpath})):
+        try:
+            ok = subprocess.run([exe, "-c", "import genesis_build, pydantic, networkx, xxhash, rich"], user=4301,
+                                group=4242, capture_output=True, cwd="/tmp", env={**os.environ, **extra}).returncode == 0
+        except (PermissionError, FileNotFoundError):
+            ok = False
+        if ok:
+            return exe, extra
+    return None
+
+
+OTHER_UID_PYTHON = _python_for_other_uids()
 
 
 def test_group_shared_cache_gets_group_writable_dirs(ws: Workspace, tmp_path: Path) -> None:
@@ -50,8 +65,8 @@ def test_group_shared_cache_gets_group_writable_dirs(ws: Workspace, tmp_path: Pa
         assert lock.stat().st_mode & 0o060 == 0o060
 
 
-@pytest.mark.skipif(not _other_uid_can_run_python(), reason="needs root and a Python interpreter other uids may run "
-                    "(here it lives under /root, mode 700)")
+@pytest.mark.skipif(OTHER_UID_PYTHON is None, reason="needs root and a Python interpreter (with this project's "
+                    "dependencies) that other uids may run")
 def test_two_users_in_a_group_share_a_cache() -> None:
     base = Path(tempfile.mkdtemp(prefix="genesis-shared-", dir="/tmp"))
     try:
@@ -72,7 +87,8 @@ def test_two_users_in_a_group_share_a_cache() -> None:
 
         def run(name: str) -> subprocess.CompletedProcess:
             w = spaces[name]
-            return subprocess.run([sys.executable, "-m", "genesis_build.cli"], cwd=w.root, env=_env(w, cache),
+            exe, extra = OTHER_UID_PYTHON
+            return subprocess.run([exe, "-m", "genesis_build.cli"], cwd=w.root, env={**_env(w, cache), **extra},
                                   user=users[name], group=gid, extra_groups=[gid], capture_output=True, text=True)
 
         a = run("alice")
