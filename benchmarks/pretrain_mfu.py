@@ -1,6 +1,6 @@
 """Pretraining throughput, MFU, checkpoint overhead and resume latency of the shared trainer.
 
-    .venv/bin/python benchmarks/pretrain_mfu.py [--steps 30] [--nproc 2]
+    .venv/bin/python benchmarks/pretrain_mfu.py [--steps 30] [--nproc 2] [--micro 4]
 
 Trains ``model:tiny``'s architecture (specs/model/tiny.toml) on synthetic tokens (vocab 4096, the
 tiny tokenizer's size) with real torchrun ranks, FSDP2 and DCP, and prints:
@@ -57,12 +57,15 @@ def matmul_flops(threads: int, procs: int, n: int = 512, seconds: float = 2.0) -
     return sum(float(p.communicate()[0]) for p in ps) / procs
 
 
+MICRO = 4  # sequences per rank per forward/backward (--micro)
+
+
 def run_job(tmp: Path, data: Path, run_dir: Path, spec: ModelSpec, nproc: int, steps: int, ckpt_every: int,
             async_ckpt: bool, name: str) -> dict:
     tr = spec.training.model_copy(update={"steps": steps, "warmup_steps": 2, "eval_every": steps,
                                           "checkpoint_every": ckpt_every, "keep_last": 2})
     job = TrainJob(architecture=spec.architecture, training=tr,
-                   parallel={"nproc_per_node": nproc, "backend": "gloo", "micro_batch_size": 4,
+                   parallel={"nproc_per_node": nproc, "backend": "gloo", "micro_batch_size": MICRO,
                              "async_checkpoint": async_ckpt, "peak_tflops_per_device": None},
                    data_dir=str(data), run_dir=str(run_dir), vocab_size=4096,
                    special_ids={"eos_id": 4095, "bos_id": 4095, "pad_id": 4095})
@@ -82,7 +85,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--micro", type=int, default=4, help="micro-batch size per rank (accumulation makes up the rest)")
     args = ap.parse_args()
+    global MICRO
+    MICRO = args.micro
     spec = ModelSpec.model_validate(tomllib.loads((ROOT / "specs/model/tiny.toml").read_text()))
     fpt = flops_per_token(spec.architecture, 4096)
     rows: list[tuple[str, str]] = []
