@@ -40,3 +40,12 @@ def subsample(items: list[str], n: int | None, salt: str = "prompts") -> list[st
         return list(items)
     keep = set(sorted(items, key=lambda i: (_score(i, salt), i))[:n])
     return [i for i in items if i in keep]  # keep the pool's order for readable outputs
+
+
+def assigned_prompts(prompts: list[dict], principles: list[str], n: int | None,
+                     per_prompt: int) -> list[tuple[dict, list[str]]]:
+    """The rows of a stable subsample of ``n`` prompts (by ``id``), each with its rendezvous-assigned
+    principles — the one assignment both the CAI samples and the preference pairs follow."""
+    by_id = {p["id"]: p for p in prompts}
+    chosen = subsample(list(by_id), n)
+    return [(by_id[pid], assignment) for pid, assignment in assign_all(chosen, principles, per_prompt).items()]

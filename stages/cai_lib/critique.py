@@ -15,7 +15,7 @@ from typing import Any, Callable
 import xxhash
 
 from . import templates
-from .assign import assign_all, subsample
+from .assign import assigned_prompts
 from .constitution import ConstitutionSpec, Principle, principle_material
 from .samples import SampleStore, sample_key
 from .sections import CaiSection, Decoding
@@ -50,14 +50,11 @@ def plan(prompts: list[dict[str, Any]], constitution: ConstitutionSpec, cai: Cai
     and the number of revision rounds.
     """
     active = constitution.active()
-    by_id = {p["id"]: p for p in prompts}
-    chosen = subsample(list(by_id), cai.num_prompts)
-    assignment = assign_all(chosen, list(active), cai.principles_per_prompt)
     decoding = cai.decoding.model_dump(mode="json")
     jobs = []
-    for pid in chosen:
-        row = by_id[pid]
-        for principle_id in assignment[pid]:
+    for row, principle_ids in assigned_prompts(prompts, list(active), cai.num_prompts, cai.principles_per_prompt):
+        pid = row["id"]
+        for principle_id in principle_ids:
             principle = active[principle_id]
             key = sample_key(SAMPLE_KIND, {
                 "prompt": row["prompt"],

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import templates
-from .assign import assign_all, subsample
+from .assign import assigned_prompts
 from .constitution import ConstitutionSpec, Principle
 from .critique import derive_seed
 from .samples import SampleStore, sample_key
@@ -54,19 +54,16 @@ def plan(prompts: list[dict[str, Any]], constitution: ConstitutionSpec, cai: Cai
     """Pair jobs in output order: chosen prompts × assigned principles (same rendezvous as SFT)."""
     prefs = cai.preferences
     active = constitution.active()
-    by_id = {p["id"]: p for p in prompts}
-    chosen = subsample(list(by_id), prefs.num_prompts)
-    assignment = assign_all(chosen, list(active), cai.principles_per_prompt)
     decoding = prefs.decoding.model_dump(mode="json")
     jobs = []
-    for pid in chosen:
-        row = by_id[pid]
+    for row, principle_ids in assigned_prompts(prompts, list(active), prefs.num_prompts, cai.principles_per_prompt):
+        pid = row["id"]
         responses = []
         for index in range(2):
             key = sample_key(RESPONSE_KIND, {"prompt": row["prompt"], "system_prompt": system_prompt, "generator": policy,
                                              "decoding": decoding, "index": index})
             responses.append(ResponseJob(key, row["prompt"], derive_seed(prefs.decoding.seed, key)))
-        for principle_id in assignment[pid]:
+        for principle_id in principle_ids:
             jobs.append(PairJob(pid, row["prompt"], row.get("category"), principle_id, active[principle_id],
                                 (responses[0], responses[1])))
     return jobs
