@@ -50,22 +50,16 @@ def _load_rows(ctx: Context, spec: PromptsSpec) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    import json
-
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        data = json.loads(text)
+        import json
+
+        data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list):
             raise GenesisError(f"{path}: expected a JSON list of objects")
         return data
-    rows = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                raise GenesisError(f"{path}:{i}: invalid JSON line ({e})") from None
-    return rows
+    from stages.cai_lib.io import read_jsonl
+
+    return read_jsonl(path)
 
 
 @stage("prompts", version=1, kind="prompts", fields=FIELDS, select=_select, files=_files)

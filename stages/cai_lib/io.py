@@ -8,9 +8,18 @@ from typing import Any, Iterable
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (blank lines skipped)."""
+    """Rows of a JSONL file (blank lines skipped); a bad line is an error naming file and line."""
+    from genesis_build.errors import GenesisError
+
+    rows = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for i, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as e:
+                    raise GenesisError(f"{path}:{i}: invalid JSON line ({e})") from None
+    return rows
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
