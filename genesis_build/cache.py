@@ -395,7 +395,7 @@ class Cache:
             if fd is None:
                 continue
             try:
-                removed.append((str(d.relative_to(self.root)), _tree_size(d), "run dir"))
+                removed.append((str(d.relative_to(self.root)), tree_size(d), "run dir"))
                 if not dry_run:
                     trash = self.root / "tmp" / f"run-{d.name}.deleted.{os.getpid()}.{time.monotonic_ns()}"
                     os.rename(d, trash)
@@ -446,7 +446,8 @@ def _newest_mtime(root: Path) -> float:
     return newest
 
 
-def _tree_size(root: Path) -> int:
+def tree_size(root: Path) -> int:
+    """Bytes of the files below ``root`` (symlinks not followed; vanished files skipped)."""
     total = 0
     for dirpath, _, files in os.walk(root):
         for name in files:

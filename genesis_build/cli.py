@@ -412,6 +412,8 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
     """Cache maintenance commands."""
     from rich.table import Table
 
+    from .cache import tree_size
+
     engine = _engine(args, console)
     cache = engine.cache
     if args.action == "ls":
@@ -434,8 +436,8 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         t = Table("stage", "objects", "size")
         for stage_name, (n, size) in sorted(per.items()):
             t.add_row(stage_name, str(n), _size(size))
-        runs = _dir_size(cache.root / "runs")
-        samples = _dir_size(cache.root / "samples")
+        runs = tree_size(cache.root / "runs")
+        samples = tree_size(cache.root / "samples")
         t.add_row("[dim]runs/ (resumable)[/]", "", _size(runs))
         t.add_row("[dim]samples/[/]", "", _size(samples))
         t.add_row("[bold]total[/]", str(sum(v[0] for v in per.values())), _size(sum(v[1] for v in per.values()) + runs + samples))
@@ -496,17 +498,6 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
-
-
-def _dir_size(d: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(d):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, f)).st_size
-            except OSError:
-                pass
-    return total
 
 
 # ---------------------------------------------------------------------------------------------

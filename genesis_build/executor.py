@@ -31,10 +31,9 @@ from .graph import Node, Project, describe_changes, trajectory_material
 from .keys import digest_json
 from .stage import Context, InputRef
 from .state import Refs, StateDB
+from .worker import DISK_FULL, DISK_FULL_EXIT
 from .workspace import Workspace
 
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-DISK_FULL_EXIT = 28  # a worker that hit a full disk and could not even write error.json
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
 
 
