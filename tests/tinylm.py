@@ -1,7 +1,7 @@
 """The one tiny-LM helper every test uses: small real HF models built from scratch, offline.
 
 * :func:`make_tokenizer` — a byte-level BPE trained with ``tokenizers`` on local text (the built-in
-  CAI prompts and eval items and the shared seed manifesto), saved as a transformers fast tokenizer
+  CAI prompts or eval items, and the shared seed manifesto), saved as a transformers fast tokenizer
   with a chat template.
 * :func:`make_tiny_lm` — that tokenizer plus a randomly initialised ``LlamaForCausalLM`` saved with
   ``save_pretrained``: a real model that every code path loads with ``AutoModelForCausalLM`` /
@@ -28,24 +28,29 @@ CHAT_TEMPLATE = (
 )
 
 
-def training_text() -> list[str]:
-    """Local text for the tokenizer: built-in CAI prompts, built-in eval items, the seed manifesto."""
-    lines = [json.loads(ln)["prompt"] for ln in (ROOT / "stages/cai_lib/builtin_prompts.jsonl").read_text().splitlines()
-             if ln.strip()]
-    for f in sorted((ROOT / "stages/evals_lib/builtin").glob("*.jsonl")):
-        for line in f.read_text().splitlines():
-            row = json.loads(line)
-            lines += [v for v in row.values() if isinstance(v, str)]
-            for t in ("mc1_targets", "mc2_targets"):
-                if t in row:
-                    lines += row[t]["choices"]
+def training_text(sources: tuple[str, ...] = ("cai", "seed")) -> list[str]:
+    """Local text for the tokenizer: ``cai`` the built-in CAI prompts, ``evals`` the built-in eval
+    items, ``seed`` the shared seed manifesto (when present; the built-ins suffice). The eval tests
+    train on ``("evals", "seed")``: their tiny LM's greedy outputs depend on the vocabulary."""
+    lines: list[str] = []
+    if "cai" in sources:
+        lines += [json.loads(ln)["prompt"] for ln in (ROOT / "stages/cai_lib/builtin_prompts.jsonl").read_text().splitlines()
+                  if ln.strip()]
+    if "evals" in sources:
+        for f in sorted((ROOT / "stages/evals_lib/builtin").glob("*.jsonl")):
+            for line in f.read_text().splitlines():
+                row = json.loads(line)
+                lines += [v for v in row.values() if isinstance(v, str)]
+                for t in ("mc1_targets", "mc2_targets"):
+                    if t in row:
+                        lines += row[t]["choices"]
     manifesto = SHARED / "seed" / "genesis-manifesto.txt"
-    if manifesto.is_file():  # more text, when the shared seed is there; the built-ins suffice
+    if "seed" in sources and manifesto.is_file():
         lines += manifesto.read_text().splitlines()
     return lines
 
 
-def make_tokenizer(out: Path, vocab_size: int = 384):
+def make_tokenizer(out: Path, vocab_size: int = 384, sources: tuple[str, ...] = ("cai", "seed")):
     """Train a byte-level BPE and save it in ``out`` as a fast tokenizer with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -56,7 +61,7 @@ def make_tokenizer(out: Path, vocab_size: int = 384):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(training_text(), trainer)
+    tok.train_from_iterator(training_text(sources), trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
                                    additional_special_tokens=SPECIALS[3:])
     fast.chat_template = CHAT_TEMPLATE
@@ -65,7 +70,8 @@ def make_tokenizer(out: Path, vocab_size: int = 384):
 
 
 def make_tiny_lm(out: Path, seed: int = 0, hidden: int = 32, layers: int = 2, vocab: int = 384, context: int = 512,
-                 init_std: float | None = None, tie: bool = True, dtype: str = "float32") -> Path:
+                 init_std: float | None = None, tie: bool = True, dtype: str = "float32",
+                 sources: tuple[str, ...] = ("cai", "seed")) -> Path:
     """Train the tokenizer, build a random ``LlamaForCausalLM``, save both into ``out``.
 
     ``init_std`` (e.g. 0.2) makes the output distributions peaky, so log-likelihood scores differ
@@ -74,7 +80,7 @@ def make_tiny_lm(out: Path, seed: int = 0, hidden: int = 32, layers: int = 2, vo
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    fast = make_tokenizer(out, vocab)
+    fast = make_tokenizer(out, vocab, sources)
     torch.manual_seed(seed)
     extra = {"initializer_range": init_std} if init_std is not None else {}
     config = LlamaConfig(vocab_size=len(fast), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,

@@ -11,7 +11,7 @@ from tinylm import ROOT, SHARED, make_constant_lm, make_tiny_lm  # noqa: F401 â€
 
 SHARED_EVALS = SHARED / "data" / "evals"
 # the eval tests' tiny LM: wider than the default, a long context, peaky scores between choices
-EVAL_LM = {"hidden": 64, "vocab": 512, "context": 1024, "init_std": 0.2, "tie": False}
+EVAL_LM = {"hidden": 64, "vocab": 512, "context": 1024, "init_std": 0.2, "tie": False, "sources": ("evals", "seed")}
 
 
 def make_eval_lm(out: Path, **overrides) -> Path:
