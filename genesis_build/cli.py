@@ -274,7 +274,9 @@ def _input_stats(engine: Any, graph: Any) -> list[list[Any]]:
 
 
 STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}
-STATE_LABEL = {"cached": "cached", "stale": "stale → will run", "missing": "will run", "waiting": "will run after inputs", "forced": "forced"}
+# "waiting" is in parentheses so the node id printed after the label does not read as one of its inputs
+STATE_LABEL = {"cached": "cached", "stale": "stale → will run", "missing": "will run", "waiting": "will run (after its inputs)",
+               "forced": "forced"}
 
 
 def print_status_tree(console: Any, engine: Any, graph: Any, targets: list[str], status: dict[str, Any]) -> None:

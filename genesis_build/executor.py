@@ -67,6 +67,17 @@ class NodeResult:
     seconds: float = 0.0
     error: str | None = None
     log: Path | None = None
+    summary: str | None = None  # the stage's one-line ``summary`` stat of this build (shown after the node's line)
+
+
+def _waiting_reason(pending: list[str]) -> str:
+    """Why a node waits, in one plain clause: "because input A will be rebuilt", "because inputs A, B
+    and 2 more will be rebuilt"."""
+    if len(pending) == 1:
+        return f"because input {pending[0]} will be rebuilt"
+    named = ", ".join(pending[:2]) if len(pending) > 2 else " and ".join(pending)
+    more = f" and {len(pending) - 2} more" if len(pending) > 2 else ""
+    return f"because inputs {named}{more} will be rebuilt"
 
 
 def workspace_id(ws: Workspace) -> str:
@@ -132,8 +143,7 @@ class Engine:
             describe = node.stage.describe(node.spec.model, self.project.resolve) if node.stage.describe else []
             pending = [i for i in inputs.values() if out[i].digest is None]
             if pending:
-                out[nid] = NodeStatus(nid, node.stage.name, None, WAITING,
-                                      [f"input {p} will be rebuilt" for p in pending[:2]], list(inputs.values()),
+                out[nid] = NodeStatus(nid, node.stage.name, None, WAITING, [_waiting_reason(pending)], list(inputs.values()),
                                       warnings=warnings, describe=describe)
                 continue
             material = self.material(node, {n: out[i].digest for n, i in inputs.items()})
@@ -273,7 +283,11 @@ class Engine:
         built_keys[node.id] = key
         self.refs.put(node.id, key, material, self.source_hash(node), node.stage.version, manifest["output_digest"])
         self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), {node.id: key})
-        return NodeResult(node.id, outcome, key, time.time() - t0, log=self.cache.log_path(key))
+        # a stage's own words about what this build did (e.g. how much it generated vs reused): only
+        # for a run, since a cached object did nothing now
+        summary = (manifest.get("stats") or {}).get("summary") if outcome == "built" else None
+        return NodeResult(node.id, outcome, key, time.time() - t0, log=self.cache.log_path(key),
+                          summary=str(summary) if summary is not None else None)
 
     def _lookup(self, key: str, node: Node, ui: Any) -> tuple[dict[str, Any], str] | None:
         """A usable cached object (checked before use; corrupt ones are quarantined) or a pull."""

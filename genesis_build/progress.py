@@ -70,6 +70,8 @@ class BuildUI:
         line = f"[{style}]{mark} {res.id}[/] {res.outcome}"
         if res.outcome in ("built", "pulled"):
             line += f" in {res.seconds:.1f}s"
+        if getattr(res, "summary", None):  # the stage's ``summary`` stat: what this build did, in its words
+            line += f": {escape(res.summary)}"
         if res.error:
             line += f": {escape(str(res.error))}"
         self.console.print(line, highlight=False, soft_wrap=True)

@@ -86,5 +86,6 @@ def cai_generate(ctx: Context) -> None:
         "samples": n, "sft_rows": len(rows), "skipped_empty": skipped, "generator": gen.identity,
         "system_prompt": constitution.system_prompt, "per_principle": per_principle,
     })
-    ctx.stats(generated=generated, cached=n - generated, total=n, skipped_empty=skipped)
-    ctx.log(f"generated {generated} / {n} (cached {n - generated})")
+    summary = f"generated {generated} / {n} (cached {n - generated})"  # printed on the build line
+    ctx.stats(generated=generated, cached=n - generated, total=n, skipped_empty=skipped, summary=summary)
+    ctx.log(summary)

@@ -94,6 +94,8 @@ def cai_preferences(ctx: Context) -> None:
                                         "policy": policy.identity, "feedback": judge.identity})
     generated = n_resp + n_judged
     total = len(responses) + len(jobs)
+    summary = f"generated {generated} / {total} (cached {total - generated}); {len(rows)} pairs"  # the build line
     ctx.stats(generated=generated, cached=total - generated, total=total, responses_generated=n_resp,
-              judgments_generated=n_judged, pairs=len(rows), **{f"dropped_{k}": v for k, v in dropped.items()})
-    ctx.log(f"generated {generated} / {total} (cached {total - generated}); {len(rows)} pairs")
+              judgments_generated=n_judged, pairs=len(rows), **{f"dropped_{k}": v for k, v in dropped.items()},
+              summary=summary)
+    ctx.log(summary)

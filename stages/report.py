@@ -80,7 +80,7 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-@stage("report", version=1, kind="model", inputs=_inputs, heavy=True, entry="index.html")
+@stage("report", version=2, kind="model", inputs=_inputs, heavy=True, entry="index.html")
 def report(ctx: Context) -> None:
     """Render the HTML report (curves, evals base vs aligned, CAI stats, diff vs previous build)."""
     evals = {}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from genesis_testlib import Workspace  # noqa: E402
+# tests/ is on sys.path because pytest imports this conftest in its default "prepend" mode, so the
+# shared helpers (genesis_testlib, tinylm) import by name from every test folder
+from genesis_testlib import Workspace
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ stage gathers its inputs from the cache. Sections:
    "step": N}``, or a ``start`` event at a step > 0, which is how the trainer logs a resumed session);
 2. the eval table: every task/metric for base and aligned side by side (± stderr), the change
    aligned − base coloured by whether it is an improvement (``higher_is_better``); suites that ran
-   on a built-in set are flagged;
+   on a built-in set are flagged, and every HarmBench / XSTest row (and engagement, with a rubric
+   judge) names the judge that scored it;
 3. CAI data: generated vs cached samples per CAI node (from their manifests' stats);
 4. changes since the previous build of the same target: spec values that changed (per node), eval
    numbers that moved, final training loss.
@@ -150,6 +151,37 @@ def _e(v: Any) -> str:
     return html.escape(str(v))
 
 
+def judge_label(suite: str, config: dict[str, Any]) -> str | None:
+    """Who scored a suite's numbers, from the suite's config in results.json: HarmBench and XSTest
+    always have a judge (the refusal detector or an endpoint); engagement only with a rubric judge."""
+    if suite in ("harmbench", "xstest"):
+        judge = config.get("judge") or "refusal"
+    elif suite == "engagement" and config.get("rubric_judge"):
+        judge = config["rubric_judge"]
+    else:
+        return None
+    if judge == "refusal":
+        return "refusal detector (phrase list)"
+    model = config.get("rubric_model" if suite == "engagement" else "judge_model")
+    out = judge + (f" model {model}" if model else "")
+    if suite == "harmbench" and config.get("judge_template"):
+        out += f", template {config['judge_template']}"
+    return out
+
+
+def suite_judges(eval_results: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{suite: judge label} over the variants; when base and aligned were judged differently, both
+    are named ("base: …; aligned: …") so a difference in numbers is never read as the model's alone."""
+    per: dict[str, dict[str, str]] = {}
+    for v, res in eval_results.items():
+        for suite, c in ((res.get("config") or {}).get("suites") or {}).items():
+            label = judge_label(suite, (c or {}).get("config") or {})
+            if label:
+                per.setdefault(suite, {})[v] = label
+    return {s: next(iter(d.values())) if len(set(d.values())) == 1 else "; ".join(f"{v}: {j}" for v, j in d.items())
+            for s, d in per.items()}
+
+
 def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
     variants = [v for v in ("base", "aligned") if v in eval_results] + [v for v in eval_results if v not in ("base", "aligned")]
     if not variants:
@@ -167,6 +199,7 @@ def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
         for suite, c in ((eval_results[v].get("config") or {}).get("suites") or {}).items():
             if (c.get("source") or {}).get("kind") == "builtin":
                 builtin.add(suite)
+    judges = suite_judges({v: eval_results[v] for v in variants})
     head = "".join(f"<th>{_e(v)}</th>" for v in variants)
     delta = len(variants) == 2
     rows_main, rows_sub = [], []
@@ -193,6 +226,8 @@ def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
             arrow = {True: "↑", False: "↓"}.get(hib.get(t, {}).get(m), "")
             suite = t.split("/")[0].split("_")[0]
             flag = " <span class='tag'>built-in set</span>" if suite in builtin else ""
+            if suite in judges:  # the judge belongs next to every number it produced
+                flag += f" <span class='judge'>judge: {_e(judges[suite])}</span>"
             row = f"<tr><td>{_e(t)}{flag}</td><td>{_e(m)} {arrow}</td>{''.join(cells)}{d_cell}</tr>"
             (rows_sub if "/" in t else rows_main).append(row)
     th = f"<tr><th>task</th><th>metric</th>{head}{'<th>aligned − base</th>' if delta else ''}</tr>"
@@ -212,7 +247,7 @@ def _cai_table(cai_stats: dict[str, dict[str, Any]] | None) -> str:
     for node, st in cai_stats.items():
         gen, cached, total = st.get("generated"), st.get("cached"), st.get("total")
         share = f"{gen / total:.0%}" if isinstance(gen, int) and total else "—"
-        extra = ", ".join(f"{_e(k)}={_fmt(v)}" for k, v in st.items() if k not in ("generated", "cached", "total")
+        extra = ", ".join(f"{_e(k)}={_fmt(v)}" for k, v in st.items() if k not in ("generated", "cached", "total", "summary")
                           and isinstance(v, (int, float, str)))
         rows.append(f"<tr><td>{_e(node)}</td><td class='num'>{_fmt(gen)}</td><td class='num'>{_fmt(cached)}</td>"
                     f"<td class='num'>{_fmt(total)}</td><td class='num'>{share}</td><td class='muted'>{extra}</td></tr>")
@@ -276,6 +311,7 @@ table{border-collapse:collapse;margin:.5rem 0;font-size:.85rem} th,td{border:1px
 th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums} .se{color:#888;font-size:.75rem}
 .good{background:#e6f4ea;color:#137333} .bad{background:#fce8e6;color:#a50e0e} .muted{color:#777}
 .tag{background:#fff4ce;border:1px solid #e0c46c;border-radius:3px;font-size:.7rem;padding:0 .3rem}
+.judge{color:#555;font-size:.75rem;white-space:nowrap}
 .plots img{max-width:48%;margin:.2rem;border:1px solid #eee} code{background:#f3f3f3;padding:0 .2rem}
 """
 

@@ -26,6 +26,19 @@ def test_build_then_noop(ws: Workspace) -> None:
     assert {n["state"] for n in ws.status().values()} == {"cached"}
 
 
+def test_build_line_shows_the_stages_summary_stat_only_when_it_ran(ws: Workspace) -> None:
+    r = ws.cli()
+    assert r.code == 0, r.err
+    line = next(ln for ln in r.out.splitlines() if "count:demo" in ln and "built" in ln)
+    assert line.startswith("✓ count:demo built in") and line.endswith("s: 6 words, 2 letters counted"), line
+    # a stage without a summary stat gets the plain line
+    read = next(ln for ln in r.out.splitlines() if "read:demo" in ln and "built" in ln)
+    assert read.startswith("✓ read:demo built in") and read.endswith("s"), read
+    # read reruns with identical output, so count stays cached and claims no work it did not do
+    again = ws.cli("--force", "read:demo")
+    assert again.code == 0 and "letters counted" not in again.out, again.out
+
+
 def test_spec_edit_reruns_only_what_reads_it_with_named_reason(ws: Workspace) -> None:
     assert ws.cli().code == 0
     ws.write_spec("demo", '# a comment\nfiles = ["data/*.txt"]\nnote = "another note"   # not read by any stage\n\n[shape]\nupper = false\n')
@@ -39,6 +52,20 @@ def test_spec_edit_reruns_only_what_reads_it_with_named_reason(ws: Workspace) ->
     assert "spec field text.shape.repeat changed 1→2" in why.out
     r = ws.cli()
     assert r.code == 0 and set(r.ran) == NODES
+
+
+def test_dry_run_says_plainly_why_a_node_waits(ws: Workspace) -> None:
+    assert ws.cli().code == 0
+    ws.write_spec("demo", 'files = ["data/*.txt"]\n[shape]\nupper = false\nrepeat = 2\n')
+    st = ws.status()
+    assert st["words:demo/a"]["reason"] == "because input read:demo will be rebuilt"
+    assert st["count:demo"]["reason"] == "because inputs read:demo, words:demo/a and 1 more will be rebuilt"
+    tree = ws.cli("--dry-run", env={"COLUMNS": "200"}).out
+    # the label comes first, then the node: the node is not mistaken for one of its inputs
+    assert "will run (after its inputs) count:demo — because inputs read:demo, words:demo/a and 1 more will be rebuilt" in tree, tree
+    assert "stale → will run read:demo" in tree, tree
+    why = ws.cli("why", "count:demo", env={"COLUMNS": "200"}).out
+    assert why.startswith("count:demo: will run (after its inputs)") and "- input read:demo: stale → will run" in why, why
 
 
 def test_early_cutoff_when_output_is_identical(ws: Workspace) -> None:

@@ -103,6 +103,7 @@ def count(ctx: Context) -> None:
         if name.startswith("words/"):
             per[name.split("/", 1)[1]] = json.loads((ref.path / "n.json").read_text())["n"]
     (ctx.out / "summary.json").write_text(json.dumps({"words": len(text.split()), "per_letter": per}))
+    ctx.stats(summary=f"{len(text.split())} words, {len(per)} letters counted")  # shown on the build line
 
 
 @stage("slow", version=1, kind="text", fields=("seconds",), inputs=lambda s, p: {"text": f"read:{_name(s)}"}, heavy=True)

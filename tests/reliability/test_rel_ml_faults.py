@@ -1,5 +1,4 @@
-"""Fault injection on the real ML stages, through the CLI. Each test is skipped while its stage
-module does not exist yet:
+"""Fault injection on the real ML stages, through the CLI:
 
 * tokenization (``stages/tokenize.py``): kill -9 at a random moment, rerun → identical output;
 * pretraining (``stages/pretrain.py``): kill -9 at 5 seeded random steps, one of them while a DCP
@@ -11,9 +10,9 @@ module does not exist yet:
 "Kill" is a machine-crash simulation: SIGKILL of the build's process group, then of every process
 still running in the workspace (stage workers and torchrun ranks live in their own sessions).
 
-Pretraining reads ``tokenize:<tokenizer>``; while ``stages/tokenize.py`` is missing, it comes from
-the synthetic plugin ``reltokens.py`` (the real pretrain stage and trainer run either way). When the
-real tokenize stage exists, the model spec ``extends = "model:tiny"`` with a tiny step count instead.
+Every model spec here ``extends = "model:tiny"`` (the repo's real corpus → tokenizer → tokenize
+pipeline) with a much smaller network and run; CAI generation uses a tiny local HF model
+(``tests/tinylm.py``) as its generator.
 """
 
 from __future__ import annotations
@@ -30,61 +29,23 @@ from typing import Any
 
 import pytest
 
-from rel_helpers import HERE, REPO, kill_group, kill_leftovers, node_objects, one_logical_line, record, rng
+from rel_helpers import REPO, kill_group, kill_leftovers, node_objects, one_logical_line, record, rng
 from spec_fuzz import make_real_workspace
+from tinylm import make_tiny_lm
 
 pytestmark = pytest.mark.slow
 
-STAGES = REPO / "stages"
 PRETRAIN_STEPS = 24
 KILLS = int(os.environ.get("GENESIS_RELIABILITY_PRETRAIN_KILLS", "5"))
-
-SYNTH_ARCH = """
-[architecture]
-hidden_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
-ffn_size = 128
-context_length = 32
-dtype = "float32"
-"""
-SYNTH_MODEL = 'tokenizer = "tokenizer:relsynth"\nparallel = "parallel:relcpu"\n' + SYNTH_ARCH + """
-[training]
-global_batch_tokens = 256
-steps = {steps}
-lr = 3e-3
-warmup_steps = 2
-decay_fraction = 0.25
-min_lr_ratio = 0.1
-eval_every = 4
-checkpoint_every = 2
-"""
-RELCPU = 'nproc_per_node = 2\nbackend = "gloo"\nmicro_batch_size = 2\n\n[env]\nOMP_NUM_THREADS = "1"\n'
-
-
-def _need(*modules: str) -> None:
-    missing = [m for m in modules if not (STAGES / m).is_file()]
-    if missing:
-        pytest.skip(f"{', '.join('stages/' + m for m in missing)} not written yet")
-
-
-def _real_tokenize() -> bool:
-    return (STAGES / "tokenize.py").is_file() and (REPO / "specs" / "model" / "tiny.toml").is_file()
 
 
 class MLWorkspace:
     """A temp copy of the repo's workspace plus the reliability specs, driven through the CLI."""
 
-    def __init__(self, dest: Path, synthetic: bool, allow: list[Path] = ()) -> None:
+    def __init__(self, dest: Path, allow: list[Path] = ()) -> None:
         self.root = make_real_workspace(REPO, dest)
         conf = self.root / "genesis.toml"
         text = conf.read_text()
-        if synthetic:
-            shutil.copy(HERE / "reltokens.py", self.root / "reltokens.py")
-            text = text.replace('plugins = ["stages"]', 'plugins = ["stages", "reltokens"]')
-            self.write("tokenizer", "relsynth", "vocab_size = 257\ntrain_tokens = 40000\n")
-            self.write("parallel", "relcpu", RELCPU)
         if allow:
             text = text.replace("allow_paths = [", "allow_paths = [" + "".join(json.dumps(str(a)) + ", " for a in allow))
         conf.write_text(text)
@@ -136,7 +97,7 @@ def _crash(ws: MLWorkspace, p: subprocess.Popen) -> int:
 # ------------------------------------------------------------------------------------------------
 # shared inputs: the tokens pretraining reads, built once and copied into each test's cache
 
-RELPT_REAL = """extends = "model:tiny"
+RELPT = """extends = "model:tiny"
 
 # tiny's pipeline (corpus, tokenizer, tokenize, parallel) with a much smaller network and run
 [architecture]
@@ -148,7 +109,7 @@ ffn_size = 128
 context_length = 32
 
 [training]
-{budget} = {value}
+steps = {steps}
 global_batch_tokens = 256
 warmup_steps = 2
 eval_every = 4
@@ -156,45 +117,29 @@ checkpoint_every = 2
 """
 
 
-def _pretrain_workspace(dest: Path, synthetic: bool) -> MLWorkspace:
-    ws = MLWorkspace(dest, synthetic=synthetic)
-    if synthetic:
-        ws.write("model", "relpt", SYNTH_MODEL.format(steps=PRETRAIN_STEPS))
-    else:
-        import tomllib
-
-        tiny = tomllib.loads((REPO / "specs" / "model" / "tiny.toml").read_text())
-        budget = "tokens" if "tokens" in tiny.get("training", {}) else "steps"
-        ws.write("model", "relpt", RELPT_REAL.format(budget=budget,
-                                                     value=PRETRAIN_STEPS * (256 if budget == "tokens" else 1)))
+def _pretrain_workspace(dest: Path) -> MLWorkspace:
+    ws = MLWorkspace(dest)
+    ws.write("model", "relpt", RELPT.format(steps=PRETRAIN_STEPS))
     return ws
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A workspace whose cache holds the tokenize output pretraining needs (real stages when they exist)."""
-    if not (STAGES / "model_spec.py").is_file():
-        pytest.skip("stages/model_spec.py not written yet")
-    synthetic = not _real_tokenize()
-    ws = _pretrain_workspace(tmp_path_factory.mktemp("ml-base"), synthetic)
-    if (STAGES / "pretrain.py").is_file():
-        st = ws.status("pretrain:relpt")
-        tokens = sorted(n for n, s in st.items() if s["stage"] == "tokenize")
-    else:
-        st = ws.status("tokenize:tiny" if not synthetic else "tokenize:relsynth")
-        tokens = sorted(st)
+    """A workspace whose cache holds the tokenize output pretraining needs (built by the real stages)."""
+    ws = _pretrain_workspace(tmp_path_factory.mktemp("ml-base"))
+    st = ws.status("pretrain:relpt")
+    tokens = sorted(n for n, s in st.items() if s["stage"] == "tokenize")
     target = tokens[0].split("/")[0]
     ws.build_inputs_of(target)
     t0 = time.time()
     r = ws.cli(target)
     assert r.returncode == 0, r.stdout + r.stderr
-    return {"ws": ws, "synthetic": synthetic, "tokens_target": target, "tokens_nodes": tokens,
-            "tokens_seconds": time.time() - t0}
+    return {"ws": ws, "tokens_target": target, "tokens_nodes": tokens, "tokens_seconds": time.time() - t0}
 
 
 def _clone(base: dict[str, Any], dest: Path, drop: list[str] = ()) -> MLWorkspace:
     """A new workspace whose cache is a copy of the base's, minus the objects of ``drop``."""
-    ws = _pretrain_workspace(dest, base["synthetic"])
+    ws = _pretrain_workspace(dest)
     shutil.copytree(base["ws"].cache, ws.cache, symlinks=True, ignore=shutil.ignore_patterns("locks", "runs", "tmp"))
     for node in drop:
         if node in node_objects(ws.cache):
@@ -207,9 +152,6 @@ def _clone(base: dict[str, Any], dest: Path, drop: list[str] = ()) -> MLWorkspac
 
 
 def test_kill_tokenization_at_a_random_moment_then_rerun_matches(base: dict[str, Any], tmp_path: Path) -> None:
-    _need("tokenize.py")
-    if base["synthetic"]:
-        pytest.skip("the real tokenize stage is not usable yet")
     nodes, target = base["tokens_nodes"], base["tokens_target"]
     want = {n: node_objects(base["ws"].cache)[n]["output_digest"] for n in nodes}
     ws = _clone(base, tmp_path / "crash", drop=nodes)
@@ -253,8 +195,6 @@ def _model_part(weights: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pretrain_ref(base: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """An uninterrupted pretraining run (the reference for bitwise comparisons)."""
-    _need("pretrain.py")
-    pytest.importorskip("torch")
     ws = _clone(base, tmp_path_factory.mktemp("pretrain-ref"))
     target = "pretrain:relpt"
     t0 = time.time()
@@ -383,14 +323,7 @@ def test_corrupt_checkpoint_shard_is_quarantined_and_rebuilt_right(pretrain_ref:
 # ------------------------------------------------------------------------------------------------
 # CAI generation
 
-CAI_MODEL = 'tokenizer = "tokenizer:relsynth"\nparallel = "parallel:relcpu"\nconstitution = "constitution:genesis"\n' \
-            'prompts = "prompts:builtin"\n' + SYNTH_ARCH + """
-[training]
-global_batch_tokens = 256
-steps = 4
-lr = 1e-3
-warmup_steps = 1
-eval_every = 2
+CAI_MODEL = """extends = "model:tiny"
 
 [cai]
 generator = "hf:{model}"
@@ -407,48 +340,15 @@ device = "cpu"
 """
 
 
-def make_tiny_lm(out: Path) -> Path:
-    """A randomly initialised LlamaForCausalLM with a small trained byte-level BPE and a chat template."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-    text = [json.loads(ln)["prompt"] for ln in (STAGES / "cai_lib" / "builtin_prompts.jsonl").read_text().splitlines()
-            if ln.strip()] if (STAGES / "cai_lib" / "builtin_prompts.jsonl").is_file() else ["hello world"] * 50
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=384, special_tokens=specials, show_progress=False,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
-                                   additional_special_tokens=specials[3:])
-    fast.chat_template = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-                          "{% if add_generation_prompt %}<|assistant|>{% endif %}")
-    out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config = GenerationConfig(bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id,
-                                               pad_token_id=fast.pad_token_id)
-    model.save_pretrained(out)
-    return out
-
-
 def _samples(ws: MLWorkspace) -> set[str]:
     return {p.name for p in (ws.cache / "samples" / "cai").glob("*/*.json")}
 
 
 def test_kill_cai_generation_then_rerun_matches_and_keeps_finished_samples(tmp_path: Path) -> None:
-    _need("cai_generate.py", "cai_prompts.py")
-    pytest.importorskip("transformers")
-    model = make_tiny_lm(tmp_path / "tiny-lm")
+    model = make_tiny_lm(tmp_path / "tiny-lm", tie=False)
     target = "cai-generate:relcai"
 
-    ref = MLWorkspace(tmp_path / "ref", synthetic=True, allow=[model])
+    ref = MLWorkspace(tmp_path / "ref", allow=[model])
     ref.write("model", "relcai", CAI_MODEL.format(model=model))
     ref.build_inputs_of(target)
     r = ref.cli(target)
@@ -456,7 +356,7 @@ def test_kill_cai_generation_then_rerun_matches_and_keeps_finished_samples(tmp_p
     want = {f: (ref.obj(target) / "data" / f).read_bytes() for f in ("samples.jsonl", "sft.jsonl")}
     total = json.loads((ref.obj(target) / "manifest.json").read_text())["stats"]["total"]
 
-    ws = MLWorkspace(tmp_path / "crash", synthetic=True, allow=[model])
+    ws = MLWorkspace(tmp_path / "crash", allow=[model])
     ws.write("model", "relcai", CAI_MODEL.format(model=model))
     ws.build_inputs_of(target)
     p = ws.spawn(target)

@@ -211,8 +211,7 @@ def test_the_scanner_finds_unsafe_loads() -> None:
 
 def test_stages_never_unpickle_cache_contents() -> None:
     files = sorted((REPO / "stages").rglob("*.py"))
-    if not files:
-        pytest.skip("no stages/ yet")
+    assert len(files) > 10, files  # the scan must have found the stages to mean anything
     problems = []
     for f in files:
         problems += unsafe_loads(f.read_text(), str(f.relative_to(REPO)))

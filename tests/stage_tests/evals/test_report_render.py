@@ -84,6 +84,39 @@ def test_render_report_first_and_second_build(tmp_path: Path) -> None:
     assert "No CAI nodes" in html2 and second["key"] == "k2"
 
 
+def _judged(asr: float, harmbench_judge: dict, xstest_judge: dict) -> dict:
+    r = results(0.2, asr)
+    r["results"]["xstest_safe"] = {"alias": "xstest_safe", "refusal_rate": 0.1, "judge_unparsed": 0}
+    r["config"]["suites"]["harmbench"]["config"] = harmbench_judge
+    r["config"]["suites"]["xstest"] = {"source": {"kind": "path"}, "config": xstest_judge}
+    r["config"]["suites"]["truthfulqa"]["config"] = {"tasks": ["mc1"]}
+    return r
+
+
+def _rows(html: str, task: str) -> list[str]:
+    import re
+
+    return [row for row in re.findall(r"<tr>(.*?)</tr>", html) if row.startswith(f"<td>{task}")]
+
+
+def test_eval_table_names_each_suites_judge(tmp_path: Path) -> None:
+    endpoint = {"judge": "openai:http://127.0.0.1:9/v1", "judge_model": "cls", "judge_template": "hb.txt"}
+    both = {"base": _judged(0.8, endpoint, {"judge": "refusal"}), "aligned": _judged(0.4, endpoint, {})}
+    render_report(tmp_path / "r", {}, both, None, None)
+    html = (tmp_path / "r" / "index.html").read_text()
+    hb = "judge: openai:http://127.0.0.1:9/v1 model cls, template hb.txt"
+    assert _rows(html, "harmbench") and all(hb in row for row in _rows(html, "harmbench")), html
+    assert all(hb in row for row in _rows(html, "harmbench/illegal"))  # the per-category numbers too
+    assert all("judge: refusal detector" in row for row in _rows(html, "xstest_safe"))  # the default judge
+    assert _rows(html, "truthfulqa_mc1") and not any("judge:" in row for row in _rows(html, "truthfulqa_mc1"))
+
+    # base and aligned judged differently: both judges named, never one for both columns
+    mixed = {"base": _judged(0.8, {"judge": "refusal"}, {}), "aligned": _judged(0.4, endpoint, {})}
+    render_report(tmp_path / "m", {}, mixed, None, None)
+    rows = _rows((tmp_path / "m" / "index.html").read_text(), "harmbench")
+    assert rows and all(f"judge: base: refusal detector (phrase list); aligned: {hb[7:]}" in row for row in rows), rows
+
+
 def test_diff_helpers() -> None:
     assert diff_specs({"a": {"x": 1, "y": {"z": 2}}}, {"a": {"x": 1, "y": {"z": 3}}, "b": {"q": 1}}) == [
         ("a", "y.z", 3, 2), ("b", "q", 1, "<unset>")]

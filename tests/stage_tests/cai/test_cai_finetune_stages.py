@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cai_testlib import make_tokenizer
+from cai_testlib import ROOT, make_tokenizer
 
 from genesis_build.stage import Context, InputRef
 
@@ -55,7 +55,7 @@ def setup(tmp_path_factory):
     (ws / "specs/parallel").mkdir(parents=True)
     (ws / "specs/parallel/two.toml").write_text('nproc_per_node = 2\nbackend = "gloo"\nmicro_batch_size = 1\nasync_checkpoint = false\n')
     (ws / "specs/constitution").mkdir(parents=True)
-    (ws / "specs/constitution/genesis.toml").write_text((Path(__file__).resolve().parents[3] / "specs/constitution/genesis.toml").read_text())
+    (ws / "specs/constitution/genesis.toml").write_text((ROOT / "specs/constitution/genesis.toml").read_text())
     tok = make_tokenizer(root / "tok")
     spec = ModelSpec.model_validate({
         "tokenizer": "tokenizer:tiny", "parallel": "parallel:two", "constitution": "constitution:genesis",

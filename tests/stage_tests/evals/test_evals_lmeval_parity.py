@@ -18,25 +18,24 @@ from pathlib import Path
 
 import pytest
 
-from evals_testlib import SHARED_EVALS, make_tiny_lm
+from evals_testlib import SHARED_EVALS, make_eval_lm
 
 N_QUESTIONS = 40
 MC_TASK = SHARED_EVALS / "truthfulqa" / "mc_task.json"
 
 
-def lm_eval_task_dir() -> Path | None:
-    try:
-        import lm_eval
-    except ImportError:
-        return None
+def lm_eval_task_dir() -> Path:
+    """lm-eval's own TruthfulQA task folder (lm-eval is a test dependency: missing is a failure)."""
+    import lm_eval
+
     d = Path(lm_eval.__file__).parent / "tasks" / "truthfulqa"
-    return d if (d / "truthfulqa_mc1.yaml").is_file() else None
+    assert (d / "truthfulqa_mc1.yaml").is_file(), f"lm-eval {lm_eval.__version__} has no {d}/truthfulqa_mc1.yaml"
+    return d
 
 
 def write_tasks(tmp: Path, n: int) -> Path:
     """JSONL data + renamed copies of lm-eval's task yamls pointing at it."""
     src = lm_eval_task_dir()
-    assert src is not None
     rows = json.loads(MC_TASK.read_text())[:n]
     data = tmp / "truthfulqa_mc.jsonl"
     with open(data, "w") as f:
@@ -88,12 +87,12 @@ def ours(model_dir: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(lm_eval_task_dir() is None, reason="lm-eval not installed (pip install 'lm-eval[hf]==0.4.13')")
-@pytest.mark.skipif(not MC_TASK.is_file(), reason="shared TruthfulQA data not present")
 @pytest.mark.parametrize("context", [1024, 256], ids=["fits", "left-truncated"])
 def test_truthfulqa_mc1_mc2_equal_lm_eval(tmp_path: Path, context: int, eval_lm: Path) -> None:
+    # the shared data sits beside the repository (../shared), in CI too: missing is a failure, not a skip
+    assert MC_TASK.is_file(), f"shared TruthfulQA file missing: {MC_TASK}"
     # 256 positions: every TruthfulQA prompt is longer, so both sides left-truncate the context
-    model = eval_lm if context == 1024 else make_tiny_lm(tmp_path / "short-ctx", context=context)
+    model = eval_lm if context == 1024 else make_eval_lm(tmp_path / "short-ctx", context=context)
     theirs = run_lm_eval(model, write_tasks(tmp_path, N_QUESTIONS), tmp_path / "lm-eval-out")
     mine = ours(model)
     print(f"context {context}: lm-eval {theirs}  ours {mine}")

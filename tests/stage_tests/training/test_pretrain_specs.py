@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import training_testlib as t  # noqa: F401 — puts the repo root on sys.path
 from genesis_build.errors import FieldError
 from stages.model_spec import ModelSpec
 from stages.parallel_spec import ParallelSpec
@@ -19,8 +18,8 @@ from stages.pretrain import KEY_FIELDS, check_batch
 from stages.training.metrics import ResumeMonitor
 from stages.training.planner import param_counts, plan
 from stages.training.schedule import Schedule, choose_resume
+from tinylm import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _spec(name: str) -> ModelSpec:

@@ -27,7 +27,6 @@ HERE = Path(__file__).resolve().parent
 
 PLUGIN = f'''
 """Synthetic tokenize output for tests (overrides the real tokenizer kind/tokenize stage)."""
-import sys
 from pydantic import BaseModel, ConfigDict
 from genesis_build.stage import register_kind, stage
 
@@ -43,7 +42,6 @@ register_kind("tokenizer", FakeTokenizer, default_stage="tokenize")
 @stage("tokenize", version=1, kind="tokenizer", fields=("vocab_size",))
 def tokenize(ctx):
     """Synthetic tokens."""
-    sys.path.insert(0, {str(HERE)!r})
     import training_testlib as t
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -96,7 +94,8 @@ class WS:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
-        env["PYTHONPATH"] = os.pathsep.join([str(self.root), str(ROOT)])
+        # the plugin imports training_testlib (HERE), which imports tinylm (tests/)
+        env["PYTHONPATH"] = os.pathsep.join([str(self.root), str(ROOT), str(HERE), str(ROOT / "tests")])
         return env
 
     def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

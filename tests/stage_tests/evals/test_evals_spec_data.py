@@ -14,7 +14,11 @@ from genesis_build.errors import GenesisError
 from stages.evals_lib import data
 from stages.evals_lib.spec import EvalsSpec, HarmBenchSuite, TruthfulQASuite, XSTestSuite
 
-needs_shared = pytest.mark.skipif(not SHARED_EVALS.is_dir(), reason="shared benchmark files not present")
+
+
+def test_shared_benchmark_files_sit_beside_the_repository() -> None:
+    # ../shared relative to the repository root, in CI too: the tests below read it, never skip it
+    assert SHARED_EVALS.is_dir(), f"shared benchmark files missing: {SHARED_EVALS}"
 
 
 def test_repo_eval_specs_validate() -> None:
@@ -46,7 +50,6 @@ def test_judge_values_accepted() -> None:
     assert XSTestSuite().judge == "refusal"
 
 
-@needs_shared
 def test_truthfulqa_mc_task_json_keeps_dict_order() -> None:
     items, source = data.load_suite("truthfulqa", TruthfulQASuite(path="x"), SHARED_EVALS / "truthfulqa/mc_task.json")
     raw = json.loads((SHARED_EVALS / "truthfulqa/mc_task.json").read_text())
@@ -59,7 +62,6 @@ def test_truthfulqa_mc_task_json_keeps_dict_order() -> None:
     assert [i["question"] for i in limited] == [r["question"] for r in raw[:40]]
 
 
-@needs_shared
 def test_harmbench_csv_categories_and_embedded_newlines() -> None:
     path = SHARED_EVALS / "harmbench/harmbench_behaviors_text_test.csv"
     items, source = data.load_suite("harmbench", HarmBenchSuite(path="x"), path)
@@ -72,7 +74,6 @@ def test_harmbench_csv_categories_and_embedded_newlines() -> None:
     assert len(only_std) == 5 and all(i["functional_category"] == "standard" for i in only_std)
 
 
-@needs_shared
 def test_xstest_csv_labels() -> None:
     items, _ = data.load_suite("xstest", XSTestSuite(path="x"), SHARED_EVALS / "xstest/xstest_prompts.csv")
     assert len(items) == 450

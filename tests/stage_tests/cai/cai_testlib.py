@@ -1,67 +1,12 @@
-"""Helpers shared by the CAI tests: a tiny real HF causal LM built from scratch.
-
-The tokenizer is a byte-level BPE trained with `tokenizers` on local text; the model is a randomly
-initialised ``LlamaForCausalLM`` of ~0.2M parameters saved with ``save_pretrained`` — a real model
-that every code path loads with ``AutoModelForCausalLM``/``AutoTokenizer``, just small.
-"""
+"""Helpers shared by the CAI tests: the repo's constitution and prompts, a small [cai] section,
+generation with a local model, and a CLI workspace. The tiny LM comes from ``tests/tinylm.py``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-SPECIALS = ["<|bos|>", "<|eos|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def training_text() -> list[str]:
-    """Local text to train the tokenizer on (our prompts and the seed manifesto, if present)."""
-    lines = [json.loads(l)["prompt"] for l in (ROOT / "stages/cai_lib/builtin_prompts.jsonl").read_text().splitlines() if l.strip()]
-    manifesto = Path("/work/shared/seed/genesis-manifesto.txt")
-    if manifesto.is_file():
-        lines += manifesto.read_text().splitlines()
-    return lines
-
-
-def make_tokenizer(out: Path, vocab_size: int = 384):
-    """Train a byte-level BPE and save it as a transformers fast tokenizer with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(training_text(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
-                                   additional_special_tokens=SPECIALS[3:])
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out)
-    return fast
-
-
-def make_tiny_lm(out: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """A randomly initialised LlamaForCausalLM + tokenizer saved in ``out``."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    out.mkdir(parents=True, exist_ok=True)
-    tok = make_tokenizer(out)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         tie_word_embeddings=True)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                               pad_token_id=tok.pad_token_id)
-    model.save_pretrained(out)
-    return out
+from tinylm import ROOT, make_tiny_lm, make_tokenizer  # noqa: F401 — re-exported for the tests
 
 
 def genesis_constitution():

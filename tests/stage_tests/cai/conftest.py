@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-# The repo root must come before tests/ (which pytest puts on sys.path for tests/conftest.py):
-# otherwise ``import stages`` finds the namespace package tests/stages instead of the real one.
-ROOT = Path(__file__).resolve().parents[3]
-for p in (str(Path(__file__).parent), str(ROOT)):
-    if p in sys.path:
-        sys.path.remove(p)
-    sys.path.insert(0, p)
-
-from cai_testlib import make_tiny_lm  # noqa: E402
+from cai_testlib import make_tiny_lm
 
 # The test machine's cores are shared: one intra-op thread per process is ~10-50x faster for these
 # tiny models than threads spinning against each other (subprocesses inherit the variable).

@@ -114,11 +114,11 @@ def test_eval_and_report_through_the_engine(tmp_path: Path, eval_lm: Path, yes_l
     assert "Compared with the build of" in html
     assert "eval-data:t/harmbench" in html and "<code>evals.harmbench.decoding.max_new_tokens</code></td><td>6</td><td>5</td>" in html
 
-    if (SHARED_EVALS / "xstest/xstest_prompts.csv").is_file():
-        # a data file path: its content is part of the key; a missing file is a one-line error
-        ws.write_evals(hb_tokens=5, xstest_path=f'path = "{SHARED_EVALS / "xstest/xstest_prompts.csv"}"')
-        stale = {k for k, n in ws.status("eval:t/base").items() if n["state"] != "cached"}
-        assert stale == {"eval-data:t/xstest", "eval:t/base"}
-        ws.write_evals(hb_tokens=5, xstest_path='path = "missing.csv"')
-        r = ws.cli("--dry-run", "eval:t/base")
-        assert r.returncode == 2 and "missing.csv" in (r.stdout + r.stderr)
+    # a data file path (the shared XSTest file beside the repository): its content is part of the key;
+    # a missing file is a one-line error
+    ws.write_evals(hb_tokens=5, xstest_path=f'path = "{SHARED_EVALS / "xstest/xstest_prompts.csv"}"')
+    stale = {k for k, n in ws.status("eval:t/base").items() if n["state"] != "cached"}
+    assert stale == {"eval-data:t/xstest", "eval:t/base"}
+    ws.write_evals(hb_tokens=5, xstest_path='path = "missing.csv"')
+    r = ws.cli("--dry-run", "eval:t/base")
+    assert r.returncode == 2 and "missing.csv" in (r.stdout + r.stderr)

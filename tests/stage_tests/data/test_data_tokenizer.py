@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,7 +71,6 @@ def test_chat_template_is_prefix_stable_and_rejects_unknown_roles(corpus: Path, 
 
 
 _TRAIN = """
-import sys; sys.path.insert(0, {root!r}); sys.path.insert(0, {here!r})
 from pathlib import Path
 import data_testlib as d
 from stages.data_lib.bpe import train_tokenizer
@@ -83,9 +83,10 @@ def test_same_corpus_and_spec_give_the_same_bytes_across_processes(corpus: Path,
     for i, seed in enumerate(("0", "12345")):  # different hash seeds: no dict-order luck
         out = tmp_path / f"t{i}"
         out.mkdir()
-        code = _TRAIN.format(root=str(d.ROOT), here=str(Path(__file__).parent), corpus=str(corpus), out=str(out))
+        code = _TRAIN.format(corpus=str(corpus), out=str(out))
+        path = os.pathsep.join([str(d.ROOT), str(d.ROOT / "tests"), str(Path(__file__).parent)])
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONHASHSEED": seed,
-                           "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+                           "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": path})
         assert p.returncode == 0, p.stderr
         outs.append(d.tree_bytes(out))
     assert outs[0] == outs[1]

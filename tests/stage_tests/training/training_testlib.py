@@ -13,12 +13,10 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tinylm import ROOT
 
-from stages.training.config import TrainJob  # noqa: E402
-from stages.training.launch import rank_env, torchrun_command  # noqa: E402
+from stages.training.config import TrainJob
+from stages.training.launch import rank_env, torchrun_command
 
 TINY_ARCH = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2, "ffn_size": 128,
              "rope_theta": 10000.0, "context_length": 32, "tie_embeddings": False, "dtype": "float32"}

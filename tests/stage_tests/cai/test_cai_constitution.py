@@ -11,9 +11,8 @@ import pytest
 import stages  # noqa: F401  (registers the kinds)
 from genesis_build.errors import SpecError
 from genesis_build.specs import SpecStore
+from cai_testlib import ROOT
 from genesis_build.stage import kinds
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _store(tmp_path: Path, **files: str) -> SpecStore:

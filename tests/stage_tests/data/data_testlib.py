@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tinylm import ROOT
 
-from stages.corpus import CorpusSpec  # noqa: E402
-from stages.tokenizer import TokenizerSpec  # noqa: E402
+from stages.corpus import CorpusSpec
+from stages.tokenizer import TokenizerSpec
 
 WORDS = ("the model reads every token of the corpus and learns which byte pairs merge into words while the "
          "build system caches each stage by the content hash of exactly what it reads so that nothing runs "

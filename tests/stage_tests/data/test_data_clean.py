@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import data_testlib  # noqa: F401 — puts the repo root on sys.path
 import pytest
 from stages.data_lib.text import Filter, clean_text, doc_hash
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from cai_testlib import builtin_prompts, cai_section, generate, genesis_constitution
+from cai_testlib import ROOT, builtin_prompts, cai_section, generate, genesis_constitution
 
 from stages.cai_lib.samples import SampleStore
 
@@ -69,7 +69,8 @@ def test_kill_midway_then_rerun_generates_no_finished_sample_twice(tiny_lm: Path
     n = 12
     store_dir = tmp_path / "samples"
     script = Path(__file__).with_name("cai_testlib.py")
-    env = {**os.environ, "PYTHONPATH": str(script.parents[3])}
+    # the script imports ``tinylm`` (tests/) and ``stages`` (the repository root) through PYTHONPATH
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     proc = subprocess.Popen([sys.executable, str(script), str(tiny_lm), str(store_dir), str(n)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -94,5 +95,12 @@ def test_kill_midway_then_rerun_generates_no_finished_sample_twice(tiny_lm: Path
     for p, ident in finished.items():  # untouched: not regenerated, not rewritten
         assert (p.stat().st_ino, p.stat().st_mtime_ns) == ident
     assert len(list(store_dir.glob("*/*.json"))) == n
-    assert not list(store_dir.glob("*/.*.tmp")) or SampleStore(store_dir).clean_temp() >= 0
+    # temp files of the killed writer (one planted, named as atomic_write names them, so there is
+    # always one) are removed by clean_temp; a finished sample is never touched
+    planted = next(iter(finished)).with_name(f".planted.json.{proc.pid}.{time.monotonic_ns()}.tmp")
+    planted.write_text("{")
+    dead = list(store_dir.glob("*/.*.tmp"))
+    assert SampleStore(store_dir).clean_temp() == len(dead) >= 1
+    assert not list(store_dir.glob("*/.*.tmp"))
+    assert len(list(store_dir.glob("*/*.json"))) == n
     assert generate(tiny_lm, store_dir, genesis_constitution(), builtin_prompts(n), cai)[0] == 0
