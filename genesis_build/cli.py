@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import GenesisError
 
-COMMANDS = ("why", "graph", "show", "cache", "init", "serve", "chat", "probe")
+COMMANDS = ("why", "graph", "show", "cache", "init")  # plugins add more (genesis_build.stage.command)
 
 EPILOG = """commands:
   genesis-build [TARGET…]            build targets (default: the workspace's default target)
@@ -24,6 +24,8 @@ EPILOG = """commands:
   genesis-build show NODE            a node's manifest and output path
   genesis-build cache ls|du|verify|gc|push|pull
   genesis-build init [DIR]           write a starter workspace
+
+commands of the built-in `stages` plugin (a workspace's plugins may add others):
   genesis-build serve TARGET         OpenAI-compatible server for an exported model
   genesis-build chat TARGET          terminal chat with an exported model
   genesis-build probe NODE           measure throughput for the planner
@@ -85,18 +87,6 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
     elif cmd == "init":
         p.description = "Write a starter workspace (genesis.toml + specs) into DIR."
         p.add_argument("dir", nargs="?", default=".")
-    elif cmd in ("serve", "chat"):
-        p.description = f"{'Serve' if cmd == 'serve' else 'Chat with'} an exported model (e.g. export:tiny or export-aligned:tiny)."
-        p.add_argument("target")
-        if cmd == "serve":
-            p.add_argument("--host", default="127.0.0.1")
-            p.add_argument("--port", type=int, default=8000)
-        else:
-            p.add_argument("--max-new-tokens", type=int, default=256)
-    elif cmd == "probe":
-        p.description = "Measure training throughput of NODE's config for the planner's ETA."
-        p.add_argument("node")
-        p.add_argument("--steps", type=int, default=5)
     if cmd != "cache":
         _common(p)
     return p
@@ -105,7 +95,7 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 build failed, 2 bad input, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
+    if not argv or (argv[0] not in COMMANDS and not _is_command_word(argv[0])):
         from .fastpath import try_noop
 
         rc = try_noop(argv)
@@ -119,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in COMMANDS:
             args = command_parser(argv[0]).parse_args(argv[1:])
             return globals()[f"cmd_{argv[0]}"](args, console)
+        if argv and _is_command_word(argv[0]):
+            return run_plugin_command(argv[0], argv[1:], console)
         return cmd_build(build_parser().parse_args(argv), console, argv)
     except GenesisError as e:
         err.print(f"[red]error:[/] {_esc(str(e))}", soft_wrap=True)
@@ -126,6 +118,49 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: no partial object was published; rerun to continue")
         return 130
+
+
+def _is_command_word(arg: str) -> bool:
+    """A bare word (``serve``): a plugin command; targets always hold a ``:``, options start with ``-``."""
+    return bool(arg) and not arg.startswith("-") and ":" not in arg
+
+
+def run_plugin_command(name: str, argv: list[str], console: Any) -> int:
+    """Parse and run a command a plugin registered (``genesis.stage.command``) in the workspace given
+    by ``-C`` (or found from the current directory)."""
+    from .stage import commands, load_plugins
+    from .workspace import load
+
+    pre = argparse.ArgumentParser(add_help=False)
+    _common(pre)
+    known, _ = pre.parse_known_args(argv)
+    start = Path(known.workspace) if known.workspace else None
+    try:
+        ws = load(start, cache_override=known.cache)
+        plugins = ws.plugins
+    except GenesisError:
+        if "-h" not in argv and "--help" not in argv:
+            raise
+        ws, plugins = None, ["stages"]  # help outside a workspace: the default plugin's commands
+    if ws is not None and str(ws.root) not in sys.path:
+        sys.path.insert(0, str(ws.root))  # a workspace's own plugin modules (as Project does)
+    load_plugins(plugins)
+    cmd = commands().get(name)
+    if cmd is None:
+        from .errors import did_you_mean
+
+        known_cmds = sorted(set(COMMANDS) | set(commands()))
+        raise GenesisError(f"unknown command or target '{name}' (targets are kind:name or stage:name[/part]; "
+                           f"commands: {', '.join(known_cmds)}){did_you_mean(name, known_cmds)}")
+    p = argparse.ArgumentParser(prog=f"genesis-build {name}", description=cmd.help)
+    if cmd.configure is not None:
+        cmd.configure(p)
+    _common(p)
+    args = p.parse_args(argv)
+    from .commands import Session
+    from .executor import Engine
+
+    return int(cmd.run(args, Session(Engine(ws, console), console)) or 0)
 
 
 def _esc(text: object) -> str:
@@ -501,7 +536,7 @@ def _size(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# init / serve / chat / probe
+# init
 
 
 STARTER_TOML = """# genesis-build workspace (see README.md)
@@ -536,49 +571,6 @@ def cmd_init(args: argparse.Namespace, console: Any) -> int:
     with open(target / ".gitignore", "a") as gi:
         gi.write("cache/\nout/\n.genesis/\n")
     console.print(f"initialised {target}: genesis.toml, {copied} specs; run `genesis-build --dry-run` there")
-    return 0
-
-
-def _model_dir(engine: Any, target: str) -> Path:
-    ids = engine.project.resolve_target(target)
-    graph = engine.project.expand(ids)
-    st = engine.status(graph)[ids[0]]
-    if st.state != "cached":
-        raise GenesisError(f"{target} is not built ({'; '.join(st.reasons)}): run `genesis-build {target}` first")
-    return engine.cache.data_dir(st.key)
-
-
-def cmd_serve(args: argparse.Namespace, console: Any) -> int:
-    """OpenAI-compatible HTTP server for an exported model."""
-    engine = _engine(args, console)
-    model_dir = _model_dir(engine, args.target)
-    from stages.serving.openai_server import serve  # torch is imported there, only for this command
-
-    console.print(f"serving {args.target} ({model_dir}) on http://{args.host}:{args.port}/v1")
-    serve(str(model_dir), host=args.host, port=args.port, model_name=args.target)
-    return 0
-
-
-def cmd_chat(args: argparse.Namespace, console: Any) -> int:
-    """Terminal chat with an exported model."""
-    engine = _engine(args, console)
-    model_dir = _model_dir(engine, args.target)
-    from stages.serving.chat import chat
-
-    chat(str(model_dir), max_new_tokens=args.max_new_tokens, name=args.target)
-    return 0
-
-
-def cmd_probe(args: argparse.Namespace, console: Any) -> int:
-    """Measure a training node's throughput (tokens/s) for the planner."""
-    engine = _engine(args, console)
-    ids = engine.project.resolve_target(args.node)
-    node = engine.project.node(ids[0])
-    probe = getattr(sys.modules.get(node.stage.module), "probe", None)
-    if probe is None:
-        raise GenesisError(f"{args.node}: stage {node.stage.name} has no probe")
-    result = probe(node.spec.model, engine.project.resolve, steps=args.steps, workspace=engine.ws.root)
-    console.print(result)
     return 0
 
 

@@ -443,7 +443,7 @@ def _samples(ws: MLWorkspace) -> set[str]:
 
 
 def test_kill_cai_generation_then_rerun_matches_and_keeps_finished_samples(tmp_path: Path) -> None:
-    _need("cai_generate.py", "cai_prompts.py")
+    _need("cai_generate.py", "prompts.py")
     pytest.importorskip("transformers")
     model = make_tiny_lm(tmp_path / "tiny-lm")
     target = "cai-generate:relcai"
