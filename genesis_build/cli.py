@@ -196,11 +196,10 @@ def _graph_of(engine: Any, targets: list[str]) -> Any:
 
 def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = None) -> int:
     """Build (or with --dry-run, explain) the targets."""
-    from . import fastpath
+    from .fastpath import Recorder
 
     engine = _engine(args, console)
-    fast_args = fastpath.parse(argv) if argv is not None else None
-    pre_stats = _spec_stats(engine) if fast_args else []
+    record = Recorder(engine, argv)  # stats first: what the answer below depends on
     targets = _targets(engine, args.targets)
     graph = _graph_of(engine, targets)
     force: set[str] = set()
@@ -208,8 +207,7 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         force.update(engine.project.resolve_target(f))
         if not set(engine.project.resolve_target(f)) <= set(graph.nodes):
             raise GenesisError(f"--force {f}: not part of the graph of {', '.join(targets)}")
-    if fast_args:
-        pre_stats += _input_stats(engine, graph)
+    record.add_graph(graph)
     if args.dry_run:
         status = engine.status(graph, force)
         if args.format == "json":
@@ -218,10 +216,7 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         else:
             plain, ansi = _render(console, lambda c: print_status_tree(c, engine, graph, targets, status))
         sys.stdout.write(ansi if console.is_terminal else plain)
-        if fast_args and all(s.state == "cached" for s in status.values()):
-            must = [str(engine.cache.object_dir(s.key) / "manifest.json") for s in status.values()]
-            fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [s.key for s in status.values()]),
-                          must, plain, ansi)
+        record.save_dry_run(status, plain, ansi)
         return 0
     from .progress import BuildUI
 
@@ -245,11 +240,8 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
             shown = link / entry if entry and (link / entry).is_file() else link
             links.append(f"{t} → {os.path.relpath(shown, Path.cwd())}")
             console.print(_esc(links[-1]))
-    if fast_args and not failed and all(r.key for r in results):
-        text = "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n"
-        must = [str(engine.cache.object_dir(r.key) / "manifest.json") for r in results] + [str(engine.ws.out_dir)]
-        fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [r.key for r in results]),
-                      must, text, text)
+    if not failed:  # the answer the next identical invocation gets: everything is cached then
+        record.save_build(results, "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n")
     if failed:
         user = [getattr(r, "user_error", None) for r in failed]
         if all(user):
@@ -271,41 +263,6 @@ def _render(console: Any, draw: Any) -> tuple[str, str]:
     rec = Console(file=buf, force_terminal=True, width=console.width, record=True, highlight=False, emoji=False)
     draw(rec)
     return rec.export_text(styles=False), buf.getvalue()
-
-
-def _spec_stats(engine: Any) -> list[list[Any]]:
-    """Stats of spec files, workspace settings and sources, taken before they are read."""
-    from . import fastpath
-
-    spec_dir = engine.ws.root / "specs"
-    paths = [str(engine.ws.root / "genesis.toml"), str(spec_dir)]
-    if spec_dir.is_dir():
-        for d in spec_dir.iterdir():
-            paths.append(str(d))
-            if d.is_dir():
-                paths += [str(f) for f in d.iterdir()]
-    return fastpath.snapshot(paths + fastpath.watched_sources(engine.ws.plugins))
-
-
-def _output_stats(engine: Any, keys: list[str]) -> list[list[Any]]:
-    """Stats of every published output file (a truncated or edited object must not look cached)."""
-    from . import fastpath
-
-    paths = []
-    for key in keys:
-        data = engine.cache.data_dir(key)
-        paths += [str(data / e["path"]) for e in (engine.cache.manifest(key) or {}).get("outputs", [])]
-    return fastpath.snapshot(paths)
-
-
-def _input_stats(engine: Any, graph: Any) -> list[list[Any]]:
-    """Stats of every node's file inputs and of the directories their globs listed."""
-    from . import fastpath
-
-    paths: list[str] = []
-    for nid in graph.nodes:
-        paths += [str(p) for _, p in engine.project.file_inputs(engine.project.node(nid))]
-    return fastpath.snapshot(paths + sorted(engine.project.watched_dirs))
 
 
 STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}
@@ -491,37 +448,27 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         console.print(f"verified {len(keys)} objects: {len(keys) - bad} ok, {bad} quarantined")
         return 1 if bad else 0
     if args.action == "gc":
-        keep: set[str] = set()
-        if not args.all:
-            for refs in cache.all_refs().values():
-                keep.update(refs.get("nodes", {}).values())
-        removed = cache.gc(keep, keep_days=args.keep_days, dry_run=args.dry_run)
+        from .cache import collect_garbage
+
+        report = collect_garbage(cache, everything=args.all, keep_days=args.keep_days, dry_run=args.dry_run)
         verb = "would delete" if args.dry_run else "deleted"
-        for key, size, node in removed:
+        for key, size, node in report.removed:
             console.print(f"{verb} {key[:16]} {_esc(node)} {_size(size)}")
-        gone = {k for k, _, _ in removed}
-        trajectories = {(cache.manifest(k) or {}).get("trajectory") for k in cache.keys() if k not in gone}
-        scratch = cache.gc_scratch({t for t in trajectories if t}, keep_days=args.keep_days, dry_run=args.dry_run)
-        for path, size, what in scratch:
+        for path, size, what in report.scratch:
             if what == "run dir":
                 console.print(f"{verb} {path} ({what}) {_size(size)}")
+        removed, scratch = report.removed, report.scratch
         n_samples = sum(1 for s in scratch if s[2] == "sample")
-        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {len(keep)} referenced; "
+        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {report.kept} referenced; "
                       f"{verb} {len(scratch) - n_samples} run dirs and {n_samples} samples, {_size(sum(s[1] for s in scratch))}")
         return 0
     if args.action in ("push", "pull"):
+        from .remote import transfer
+
         if engine.remote is None:
             raise GenesisError("no remote cache configured: add [remote] url = \"s3://bucket/prefix\" to genesis.toml")
-        targets = _targets(engine, args.targets)
-        status = engine.status(engine.project.expand(targets))
-        n = 0
-        for nid, st in status.items():
-            if st.key is None:
-                continue
-            if args.action == "push" and cache.has(st.key):
-                n += engine.remote.push(st.key)
-            elif args.action == "pull" and not cache.has(st.key) and engine.remote.has(st.key):
-                n += bool(engine.remote.pull(st.key))
+        status = engine.status(engine.project.expand(_targets(engine, args.targets)))
+        n = transfer(engine.remote, cache, [st.key for st in status.values() if st.key is not None], args.action)
         console.print(f"{args.action}ed {n} objects")
         return 0
     return 2
