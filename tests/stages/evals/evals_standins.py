@@ -17,7 +17,7 @@ from genesis_build.stage import Context, stage
 
 
 def _env(name: str):
-    return lambda spec, part: [os.environ[name]]
+    return lambda view, part: [os.environ[name]]
 
 
 @stage("pretrain", version=1, kind="model", files=_env("EVT_METRICS"))
