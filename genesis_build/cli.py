@@ -126,7 +126,7 @@ def _is_command_word(arg: str) -> bool:
 
 
 def run_plugin_command(name: str, argv: list[str], console: Any) -> int:
-    """Parse and run a command a plugin registered (``genesis.stage.command``) in the workspace given
+    """Parse and run a command a plugin registered (``genesis_build.stage.command``) in the workspace given
     by ``-C`` (or found from the current directory)."""
     from .stage import commands, load_plugins
     from .workspace import load
