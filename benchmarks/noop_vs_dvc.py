@@ -28,7 +28,7 @@ STAGES = '''
 import json
 from pathlib import Path
 from pydantic import BaseModel, ConfigDict
-from genesis_build.stage import Context, register_kind, spec_name, stage
+from genesis_build.stage import Context, register_kind, stage
 
 class BenchSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -36,12 +36,12 @@ class BenchSpec(BaseModel):
 
 register_kind("bench", BenchSpec, default_stage="total")
 
-@stage("sizes", version=1, kind="bench", files=lambda s, p: [s.data])
+@stage("sizes", version=1, kind="bench", files=lambda v, p: [v.spec.data])
 def sizes(ctx: Context) -> None:
     """Stage 1: size of every input file."""
     (ctx.out / "sizes.json").write_text(json.dumps({p.name: p.stat().st_size for p in ctx.files}))
 
-@stage("histogram", version=1, kind="bench", inputs=lambda s, p: {"sizes": f"sizes:{spec_name(s)}"})
+@stage("histogram", version=1, kind="bench", inputs=lambda v, p: {"sizes": f"sizes:{v.name}"})
 def histogram(ctx: Context) -> None:
     """Stage 2: histogram of sizes."""
     sizes = json.loads((ctx.inputs["sizes"].path / "sizes.json").read_text())
@@ -50,7 +50,7 @@ def histogram(ctx: Context) -> None:
         hist[v] = hist.get(v, 0) + 1
     (ctx.out / "hist.json").write_text(json.dumps(hist))
 
-@stage("total", version=1, kind="bench", inputs=lambda s, p: {"hist": f"histogram:{spec_name(s)}"})
+@stage("total", version=1, kind="bench", inputs=lambda v, p: {"hist": f"histogram:{v.name}"})
 def total(ctx: Context) -> None:
     """Stage 3: total bytes."""
     hist = json.loads((ctx.inputs["hist"].path / "hist.json").read_text())

@@ -26,6 +26,7 @@ import shutil
 import socket
 import stat
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -435,6 +436,29 @@ class Cache:
                     with contextlib.suppress(OSError):
                         self.log_path(key).unlink()
         return removed
+
+
+@dataclass
+class GcReport:
+    """What :func:`collect_garbage` deleted (or, dry run, would delete)."""
+
+    removed: list[tuple[str, int, str]]  # (key, bytes, node) of each object
+    kept: int  # referenced objects kept
+    scratch: list[tuple[str, int, str]]  # (path, bytes, "run dir" | "sample")
+
+
+def collect_garbage(cache: Cache, everything: bool = False, keep_days: float = 0.0, dry_run: bool = False) -> GcReport:
+    """``cache gc``: delete objects no workspace's refs point at (``everything``: regardless of refs),
+    then the run dirs of trajectories no remaining object continues and stale samples."""
+    keep: set[str] = set()
+    if not everything:
+        for refs in cache.all_refs().values():
+            keep.update(refs.get("nodes", {}).values())
+    removed = cache.gc(keep, keep_days=keep_days, dry_run=dry_run)
+    gone = {k for k, _, _ in removed}
+    trajectories = {(cache.manifest(k) or {}).get("trajectory") for k in cache.keys() if k not in gone}
+    scratch = cache.gc_scratch({t for t in trajectories if t}, keep_days=keep_days, dry_run=dry_run)
+    return GcReport(removed, len(keep), scratch)
 
 
 def _newest_mtime(root: Path) -> float:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import GenesisError
 
-COMMANDS = ("why", "graph", "show", "cache", "init", "serve", "chat", "probe")
+COMMANDS = ("why", "graph", "show", "cache", "init")  # plugins add more (genesis_build.stage.command)
 
 EPILOG = """commands:
   genesis-build [TARGET…]            build targets (default: the workspace's default target)
@@ -24,6 +24,8 @@ EPILOG = """commands:
   genesis-build show NODE            a node's manifest and output path
   genesis-build cache ls|du|verify|gc|push|pull
   genesis-build init [DIR]           write a starter workspace
+
+commands of the built-in `stages` plugin (a workspace's plugins may add others):
   genesis-build serve TARGET         OpenAI-compatible server for an exported model
   genesis-build chat TARGET          terminal chat with an exported model
   genesis-build probe NODE           measure throughput for the planner
@@ -85,18 +87,6 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
     elif cmd == "init":
         p.description = "Write a starter workspace (genesis.toml + specs) into DIR."
         p.add_argument("dir", nargs="?", default=".")
-    elif cmd in ("serve", "chat"):
-        p.description = f"{'Serve' if cmd == 'serve' else 'Chat with'} an exported model (e.g. export:tiny or export-aligned:tiny)."
-        p.add_argument("target")
-        if cmd == "serve":
-            p.add_argument("--host", default="127.0.0.1")
-            p.add_argument("--port", type=int, default=8000)
-        else:
-            p.add_argument("--max-new-tokens", type=int, default=256)
-    elif cmd == "probe":
-        p.description = "Measure training throughput of NODE's config for the planner's ETA."
-        p.add_argument("node")
-        p.add_argument("--steps", type=int, default=5)
     if cmd != "cache":
         _common(p)
     return p
@@ -105,7 +95,7 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: returns the exit code (0 ok, 1 build failed, 2 bad input, 130 interrupted)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in COMMANDS:
+    if not argv or (argv[0] not in COMMANDS and not _is_command_word(argv[0])):
         from .fastpath import try_noop
 
         rc = try_noop(argv)
@@ -119,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in COMMANDS:
             args = command_parser(argv[0]).parse_args(argv[1:])
             return globals()[f"cmd_{argv[0]}"](args, console)
+        if argv and _is_command_word(argv[0]):
+            return run_plugin_command(argv[0], argv[1:], console)
         return cmd_build(build_parser().parse_args(argv), console, argv)
     except GenesisError as e:
         err.print(f"[red]error:[/] {_esc(str(e))}", soft_wrap=True)
@@ -126,6 +118,49 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]: no partial object was published; rerun to continue")
         return 130
+
+
+def _is_command_word(arg: str) -> bool:
+    """A bare word (``serve``): a plugin command; targets always hold a ``:``, options start with ``-``."""
+    return bool(arg) and not arg.startswith("-") and ":" not in arg
+
+
+def run_plugin_command(name: str, argv: list[str], console: Any) -> int:
+    """Parse and run a command a plugin registered (``genesis_build.stage.command``) in the workspace given
+    by ``-C`` (or found from the current directory)."""
+    from .stage import commands, load_plugins
+    from .workspace import load
+
+    pre = argparse.ArgumentParser(add_help=False)
+    _common(pre)
+    known, _ = pre.parse_known_args(argv)
+    start = Path(known.workspace) if known.workspace else None
+    try:
+        ws = load(start, cache_override=known.cache)
+        plugins = ws.plugins
+    except GenesisError:
+        if "-h" not in argv and "--help" not in argv:
+            raise
+        ws, plugins = None, ["stages"]  # help outside a workspace: the default plugin's commands
+    if ws is not None and str(ws.root) not in sys.path:
+        sys.path.insert(0, str(ws.root))  # a workspace's own plugin modules (as Project does)
+    load_plugins(plugins)
+    cmd = commands().get(name)
+    if cmd is None:
+        from .errors import did_you_mean
+
+        known_cmds = sorted(set(COMMANDS) | set(commands()))
+        raise GenesisError(f"unknown command or target '{name}' (targets are kind:name or stage:name[/part]; "
+                           f"commands: {', '.join(known_cmds)}){did_you_mean(name, known_cmds)}")
+    p = argparse.ArgumentParser(prog=f"genesis-build {name}", description=cmd.help)
+    if cmd.configure is not None:
+        cmd.configure(p)
+    _common(p)
+    args = p.parse_args(argv)
+    from .commands import Session
+    from .executor import Engine
+
+    return int(cmd.run(args, Session(Engine(ws, console), console)) or 0)
 
 
 def _esc(text: object) -> str:
@@ -161,11 +196,10 @@ def _graph_of(engine: Any, targets: list[str]) -> Any:
 
 def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = None) -> int:
     """Build (or with --dry-run, explain) the targets."""
-    from . import fastpath
+    from .fastpath import Recorder
 
     engine = _engine(args, console)
-    fast_args = fastpath.parse(argv) if argv is not None else None
-    pre_stats = _spec_stats(engine) if fast_args else []
+    record = Recorder(engine, argv)  # stats first: what the answer below depends on
     targets = _targets(engine, args.targets)
     graph = _graph_of(engine, targets)
     force: set[str] = set()
@@ -173,8 +207,7 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         force.update(engine.project.resolve_target(f))
         if not set(engine.project.resolve_target(f)) <= set(graph.nodes):
             raise GenesisError(f"--force {f}: not part of the graph of {', '.join(targets)}")
-    if fast_args:
-        pre_stats += _input_stats(engine, graph)
+    record.add_graph(graph)
     if args.dry_run:
         status = engine.status(graph, force)
         if args.format == "json":
@@ -183,10 +216,7 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         else:
             plain, ansi = _render(console, lambda c: print_status_tree(c, engine, graph, targets, status))
         sys.stdout.write(ansi if console.is_terminal else plain)
-        if fast_args and all(s.state == "cached" for s in status.values()):
-            must = [str(engine.cache.object_dir(s.key) / "manifest.json") for s in status.values()]
-            fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [s.key for s in status.values()]),
-                          must, plain, ansi)
+        record.save_dry_run(status, plain, ansi)
         return 0
     from .progress import BuildUI
 
@@ -210,11 +240,8 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
             shown = link / entry if entry and (link / entry).is_file() else link
             links.append(f"{t} → {os.path.relpath(shown, Path.cwd())}")
             console.print(_esc(links[-1]))
-    if fast_args and not failed and all(r.key for r in results):
-        text = "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n"
-        must = [str(engine.cache.object_dir(r.key) / "manifest.json") for r in results] + [str(engine.ws.out_dir)]
-        fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [r.key for r in results]),
-                      must, text, text)
+    if not failed:  # the answer the next identical invocation gets: everything is cached then
+        record.save_build(results, "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n")
     if failed:
         user = [getattr(r, "user_error", None) for r in failed]
         if all(user):
@@ -236,41 +263,6 @@ def _render(console: Any, draw: Any) -> tuple[str, str]:
     rec = Console(file=buf, force_terminal=True, width=console.width, record=True, highlight=False, emoji=False)
     draw(rec)
     return rec.export_text(styles=False), buf.getvalue()
-
-
-def _spec_stats(engine: Any) -> list[list[Any]]:
-    """Stats of spec files, workspace settings and sources, taken before they are read."""
-    from . import fastpath
-
-    spec_dir = engine.ws.root / "specs"
-    paths = [str(engine.ws.root / "genesis.toml"), str(spec_dir)]
-    if spec_dir.is_dir():
-        for d in spec_dir.iterdir():
-            paths.append(str(d))
-            if d.is_dir():
-                paths += [str(f) for f in d.iterdir()]
-    return fastpath.snapshot(paths + fastpath.watched_sources(engine.ws.plugins))
-
-
-def _output_stats(engine: Any, keys: list[str]) -> list[list[Any]]:
-    """Stats of every published output file (a truncated or edited object must not look cached)."""
-    from . import fastpath
-
-    paths = []
-    for key in keys:
-        data = engine.cache.data_dir(key)
-        paths += [str(data / e["path"]) for e in (engine.cache.manifest(key) or {}).get("outputs", [])]
-    return fastpath.snapshot(paths)
-
-
-def _input_stats(engine: Any, graph: Any) -> list[list[Any]]:
-    """Stats of every node's file inputs and of the directories their globs listed."""
-    from . import fastpath
-
-    paths: list[str] = []
-    for nid in graph.nodes:
-        paths += [str(p) for _, p in engine.project.file_inputs(engine.project.node(nid))]
-    return fastpath.snapshot(paths + sorted(engine.project.watched_dirs))
 
 
 STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}
@@ -458,37 +450,27 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         console.print(f"verified {len(keys)} objects: {len(keys) - bad} ok, {bad} quarantined")
         return 1 if bad else 0
     if args.action == "gc":
-        keep: set[str] = set()
-        if not args.all:
-            for refs in cache.all_refs().values():
-                keep.update(refs.get("nodes", {}).values())
-        removed = cache.gc(keep, keep_days=args.keep_days, dry_run=args.dry_run)
+        from .cache import collect_garbage
+
+        report = collect_garbage(cache, everything=args.all, keep_days=args.keep_days, dry_run=args.dry_run)
         verb = "would delete" if args.dry_run else "deleted"
-        for key, size, node in removed:
+        for key, size, node in report.removed:
             console.print(f"{verb} {key[:16]} {_esc(node)} {_size(size)}")
-        gone = {k for k, _, _ in removed}
-        trajectories = {(cache.manifest(k) or {}).get("trajectory") for k in cache.keys() if k not in gone}
-        scratch = cache.gc_scratch({t for t in trajectories if t}, keep_days=args.keep_days, dry_run=args.dry_run)
-        for path, size, what in scratch:
+        for path, size, what in report.scratch:
             if what == "run dir":
                 console.print(f"{verb} {path} ({what}) {_size(size)}")
+        removed, scratch = report.removed, report.scratch
         n_samples = sum(1 for s in scratch if s[2] == "sample")
-        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {len(keep)} referenced; "
+        console.print(f"{verb} {len(removed)} objects, {_size(sum(r[1] for r in removed))}; kept {report.kept} referenced; "
                       f"{verb} {len(scratch) - n_samples} run dirs and {n_samples} samples, {_size(sum(s[1] for s in scratch))}")
         return 0
     if args.action in ("push", "pull"):
+        from .remote import transfer
+
         if engine.remote is None:
             raise GenesisError("no remote cache configured: add [remote] url = \"s3://bucket/prefix\" to genesis.toml")
-        targets = _targets(engine, args.targets)
-        status = engine.status(engine.project.expand(targets))
-        n = 0
-        for nid, st in status.items():
-            if st.key is None:
-                continue
-            if args.action == "push" and cache.has(st.key):
-                n += engine.remote.push(st.key)
-            elif args.action == "pull" and not cache.has(st.key) and engine.remote.has(st.key):
-                n += bool(engine.remote.pull(st.key))
+        status = engine.status(engine.project.expand(_targets(engine, args.targets)))
+        n = transfer(engine.remote, cache, [st.key for st in status.values() if st.key is not None], args.action)
         console.print(f"{args.action}ed {n} objects")
         return 0
     return 2
@@ -503,7 +485,7 @@ def _size(n: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# init / serve / chat / probe
+# init
 
 
 STARTER_TOML = """# genesis-build workspace (see README.md)
@@ -538,49 +520,6 @@ def cmd_init(args: argparse.Namespace, console: Any) -> int:
     with open(target / ".gitignore", "a") as gi:
         gi.write("cache/\nout/\n.genesis/\n")
     console.print(f"initialised {target}: genesis.toml, {copied} specs; run `genesis-build --dry-run` there")
-    return 0
-
-
-def _model_dir(engine: Any, target: str) -> Path:
-    ids = engine.project.resolve_target(target)
-    graph = engine.project.expand(ids)
-    st = engine.status(graph)[ids[0]]
-    if st.state != "cached":
-        raise GenesisError(f"{target} is not built ({'; '.join(st.reasons)}): run `genesis-build {target}` first")
-    return engine.cache.data_dir(st.key)
-
-
-def cmd_serve(args: argparse.Namespace, console: Any) -> int:
-    """OpenAI-compatible HTTP server for an exported model."""
-    engine = _engine(args, console)
-    model_dir = _model_dir(engine, args.target)
-    from stages.serving.openai_server import serve  # torch is imported there, only for this command
-
-    console.print(f"serving {args.target} ({model_dir}) on http://{args.host}:{args.port}/v1")
-    serve(str(model_dir), host=args.host, port=args.port, model_name=args.target)
-    return 0
-
-
-def cmd_chat(args: argparse.Namespace, console: Any) -> int:
-    """Terminal chat with an exported model."""
-    engine = _engine(args, console)
-    model_dir = _model_dir(engine, args.target)
-    from stages.serving.chat import chat
-
-    chat(str(model_dir), max_new_tokens=args.max_new_tokens, name=args.target)
-    return 0
-
-
-def cmd_probe(args: argparse.Namespace, console: Any) -> int:
-    """Measure a training node's throughput (tokens/s) for the planner."""
-    engine = _engine(args, console)
-    ids = engine.project.resolve_target(args.node)
-    node = engine.project.node(ids[0])
-    probe = getattr(sys.modules.get(node.stage.module), "probe", None)
-    if probe is None:
-        raise GenesisError(f"{args.node}: stage {node.stage.name} has no probe")
-    result = probe(node.spec.model, engine.project.resolve, steps=args.steps, workspace=engine.ws.root)
-    console.print(result)
     return 0
 
 

@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+from typing import Iterable
+
+# OSError numbers that mean "out of space": the worker and the engine both report them as disk full
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+DISK_FULL_EXIT = 28  # the worker's exit code when error.json could not be written either (disk full)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` or ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
 
 class GenesisError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
@@ -34,3 +49,7 @@ class BuildError(GenesisError):
     """A stage failed while running (its log holds the details)."""
 
     exit_code = 1
+
+
+class StageDefinitionError(GenesisError):
+    """A plugin registered a stage wrongly (e.g. a declared ``fields`` path its kind does not have)."""

@@ -22,16 +22,14 @@ import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import __version__
 from .cache import Cache, CorruptObject
-from .errors import BuildError, GenesisError
+from .errors import DISK_FULL, DISK_FULL_EXIT, BuildError, GenesisError
 from .graph import Node, Project, describe_changes, trajectory_material
 from .keys import digest_json
-from .stage import Context, InputRef
 from .state import Refs, StateDB
-from .worker import DISK_FULL, DISK_FULL_EXIT
 from .workspace import Workspace
 
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
@@ -140,7 +138,7 @@ class Engine:
             node = self.project.node(nid)
             inputs = self.project.input_ids(node)
             warnings = [w for w in [self.source_warning(node)] if w]
-            describe = node.stage.describe(node.spec.model, self.project.resolve) if node.stage.describe else []
+            describe = node.stage.describe(self.project.view(node.spec)) if node.stage.describe else []
             pending = [i for i in inputs.values() if out[i].digest is None]
             if pending:
                 out[nid] = NodeStatus(nid, node.stage.name, None, WAITING, [_waiting_reason(pending)], list(inputs.values()),
@@ -473,21 +471,3 @@ def _user() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except (KeyError, ImportError):
         return str(os.getuid())
-
-
-def make_context(payload: dict[str, Any], project: Project, progress: Callable[[dict], None] | None = None) -> Context:
-    """Rebuild a stage Context from a payload (in the worker or in process)."""
-    prefix, name, part = payload["node"].split(":", 1)[0], None, payload["part"]
-    spec = project.specs.get(payload["spec"])
-    inputs = {}
-    for n, r in payload["inputs"].items():
-        manifest = json.loads((Path(r["path"]).parent / "manifest.json").read_text())
-        inputs[n] = InputRef(r["node"], Path(r["path"]), manifest)
-    ctx = Context(
-        node=payload["node"], stage=payload["stage"], spec=spec.model, spec_name=spec.name, part=part,
-        out=Path(payload["out"]), inputs=inputs, files=[Path(f) for f in payload["files"]],
-        workspace=Path(payload["workspace"]), cache_root=Path(payload["cache_root"]), key=payload["key"],
-        run_dir=Path(payload["run_dir"]) if payload["run_dir"] else None, options=payload["options"],
-    )
-    del prefix, name
-    return ctx

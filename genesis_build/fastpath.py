@@ -135,3 +135,77 @@ def watched_sources(plugins: list[str]) -> list[str]:
             if f:
                 out.append(f)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Recording (the full path, after a status or a build that found everything cached)
+
+
+class Recorder:
+    """What one full ``genesis-build`` / ``--dry-run`` depended on, collected as it runs, so that the
+    next invocation with the same arguments can answer from :func:`try_noop`.
+
+    Stats are taken *before* the files are read (a change while we read makes the record stale,
+    never wrong). Inactive (records nothing) for arguments the fast path does not understand.
+    """
+
+    def __init__(self, engine: Any, argv: list[str] | None) -> None:
+        self.engine = engine
+        self.args = parse(argv) if argv is not None else None
+        self.stats: list[list[Any]] = spec_stats(engine) if self.args else []
+
+    @property
+    def active(self) -> bool:
+        """True when these arguments can be answered by the fast path."""
+        return self.args is not None
+
+    def add_graph(self, graph: Any) -> None:
+        """Stat the graph's file inputs and the directories their globs listed (before the status)."""
+        if self.active:
+            self.stats += input_stats(self.engine, graph)
+
+    def save_dry_run(self, status: dict[str, Any], plain: str, ansi: str) -> None:
+        """Record a dry-run answer when every node was cached."""
+        if not self.active or not all(s.state == "cached" for s in status.values()):
+            return
+        keys = [s.key for s in status.values()]
+        must = [str(self.engine.cache.object_dir(k) / "manifest.json") for k in keys]
+        save(self.engine.ws.root, self.args, self.stats + output_stats(self.engine, keys), must, plain, ansi)
+
+    def save_build(self, results: list[Any], text: str) -> None:
+        """Record the answer (``text``) of the next identical build, once this one left every node
+        built or cached (none failed or skipped)."""
+        if not self.active or not results or any(r.outcome == "failed" or not r.key for r in results):
+            return
+        keys = [r.key for r in results]
+        must = [str(self.engine.cache.object_dir(k) / "manifest.json") for k in keys] + [str(self.engine.ws.out_dir)]
+        save(self.engine.ws.root, self.args, self.stats + output_stats(self.engine, keys), must, text, text)
+
+
+def spec_stats(engine: Any) -> list[list[Any]]:
+    """Stats of spec files, workspace settings and sources, taken before they are read."""
+    spec_dir = engine.ws.root / "specs"
+    paths = [str(engine.ws.root / "genesis.toml"), str(spec_dir)]
+    if spec_dir.is_dir():
+        for d in spec_dir.iterdir():
+            paths.append(str(d))
+            if d.is_dir():
+                paths += [str(f) for f in d.iterdir()]
+    return snapshot(paths + watched_sources(engine.ws.plugins))
+
+
+def output_stats(engine: Any, keys: list[str]) -> list[list[Any]]:
+    """Stats of every published output file (a truncated or edited object must not look cached)."""
+    paths = []
+    for key in keys:
+        data = engine.cache.data_dir(key)
+        paths += [str(data / e["path"]) for e in (engine.cache.manifest(key) or {}).get("outputs", [])]
+    return snapshot(paths)
+
+
+def input_stats(engine: Any, graph: Any) -> list[list[Any]]:
+    """Stats of every node's file inputs and of the directories their globs listed."""
+    paths: list[str] = []
+    for nid in graph.nodes:
+        paths += [str(p) for _, p in engine.project.file_inputs(engine.project.node(nid))]
+    return snapshot(paths + sorted(engine.project.watched_dirs))

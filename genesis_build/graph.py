@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from . import KEY_SCHEMA
-from .errors import FieldError, TargetError
-from .specs import Spec, SpecStore, did_you_mean
-from .stage import Stage, get_stage, kinds, node_id, parse_node_id, stages
+from .errors import FieldError, TargetError, did_you_mean
+from .specs import Spec, SpecStore
+from .stage import SpecView, Stage, get_stage, kinds, node_id, parse_node_id, stages
 
 GLOB_CHARS = set("*?[")
 
@@ -68,7 +68,7 @@ class Project:
         if prefix in all_stages:
             stage = all_stages[prefix]
             spec = self._spec_for(stage, name, target)
-            parts = stage.node_parts(spec.model)
+            parts = stage.node_parts(self.view(spec))
             if parts is None:
                 if part:
                     raise TargetError(f"{target}: stage {prefix} has no parts")
@@ -101,18 +101,19 @@ class Project:
         prefix, name, part = parse_node_id(nid)
         stage = get_stage(prefix)
         spec = self._spec_for(stage, name, nid)
+        view = self.view(spec)
         if stage.check:
             try:
-                stage.check(spec.model, self.resolve)
+                stage.check(view)
             except FieldError as e:
                 target = self.specs.get(e.address) if e.address else spec
                 raise self.specs.field_error(target, e) from None
-        parts = stage.node_parts(spec.model)
+        parts = stage.node_parts(view)
         if (parts is None) != (part is None) or (part is not None and part not in (parts or [])):
             raise TargetError(f"{nid}: not a node of stage {prefix} (parts: {', '.join(parts or []) or 'none'})")
         try:
-            inputs = stage.node_inputs(spec.model, part)
-            patterns = stage.node_files(spec.model, part)
+            inputs = stage.node_inputs(view, part)
+            patterns = stage.node_files(view, part)
         except FieldError as e:
             raise self.specs.field_error(spec, e) from None
         node = Node(nid, stage, spec, part, inputs, patterns)
@@ -132,8 +133,12 @@ class Project:
         return out
 
     def resolve(self, address: str) -> Any:
-        """Validated pydantic spec for ``kind:name`` (given to stages' check/describe hooks)."""
+        """Validated pydantic spec for ``kind:name`` (``view.resolve`` / ``ctx.resolve`` of the stages)."""
         return self.specs.get(address).model
+
+    def view(self, spec: Spec) -> SpecView:
+        """The read-only view of a spec that stage hooks get."""
+        return SpecView(spec.model, spec.address, self.root, self.resolve)
 
     def expand(self, targets: list[str]) -> Any:
         """The DiGraph (edges input → consumer) of everything the targets need."""

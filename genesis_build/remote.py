@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .cache import DATA, MANIFEST, Cache, CorruptObject, safe_relpath
 from .errors import GenesisError
@@ -102,3 +102,15 @@ class Remote:
         except BaseException:
             self.cache.discard(tmp)
             raise
+
+
+def transfer(remote: Remote, cache: Any, keys: Iterable[str], action: str) -> int:
+    """``cache push|pull``: push each of ``keys`` the local cache has, or pull each one it lacks and the
+    remote has; returns how many objects moved."""
+    n = 0
+    for key in keys:
+        if action == "push" and cache.has(key):
+            n += remote.push(key)
+        elif action == "pull" and not cache.has(key) and remote.has(key):
+            n += bool(remote.pull(key))
+    return n

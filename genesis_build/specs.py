@@ -7,22 +7,15 @@ Every problem becomes a one-line SpecError ``specs/model/1b.toml:12: model.hiden
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import FieldError, SpecError
+from .errors import FieldError, SpecError, did_you_mean
 
 REF_RE = re.compile(r"^([a-z][a-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9._-]*)$")
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """`` (did you mean X?)`` or ``""``."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 @dataclass
@@ -260,9 +253,6 @@ class SpecStore:
         except ValidationError as e:
             raise SpecError(self._format_validation(raw, kind, model_cls, e)) from None
         spec = Spec(address, kind, name, raw.path, model, raw)
-        from .stage import remember_address
-
-        remember_address(model, address)
         for loc, bad in malformed_refs(raw.data, self.kinds):
             raise SpecError(self.where(spec, loc) + f": {bad!r} is not a valid reference (expected kind:name, "
                             "a name of letters, digits, '.', '_' or '-')")

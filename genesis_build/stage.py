@@ -5,6 +5,10 @@ A *stage* reads one kind: node ``<stage>:<name>[/<part>]`` runs the stage on spe
 Its key is built from the values of exactly the spec ``fields`` it declares, its ``version``, the
 output digests of its ``inputs`` and the content digests of its ``files``.
 
+Hooks (``inputs``, ``parts``, ``files``, ``check``, ``describe``) get a read-only :class:`SpecView`
+(the spec, its name, ``resolve``, the workspace root); ``run`` gets a :class:`Context`. Plugin CLI
+commands (``serve``, ``probe`` …) register with :func:`command`. The reference is docs/stage-api.md.
+
 Stage modules import only pydantic at module level; torch & co. are imported inside ``run``.
 """
 
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .errors import TargetError
+from .errors import StageDefinitionError, TargetError, did_you_mean
 
 # --------------------------------------------------------------------------------------------
 # Spec kinds
@@ -30,6 +34,7 @@ class Kind:
     name: str
     model: type
     default_stage: str | None = None
+    module: str = ""  # the module that registered it (the file-name rule, tests/test_stage_files.py)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,62 @@ class InputRef:
     manifest: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class SpecView:
+    """What a stage's hooks get: one validated spec and where it sits (read-only).
+
+    ``view.spec`` is the pydantic model, ``view.name`` its name (``tiny`` for ``specs/model/tiny.toml``),
+    so a hook names sibling nodes as ``{"tokens": f"tokenize:{view.name}"}``; ``view.resolve("kind:name")``
+    is another validated spec (``extends`` merged), ``view.workspace`` the workspace root.
+    """
+
+    spec: Any
+    address: str  # kind:name
+    workspace: Path
+    resolver: Callable[[str], Any] = field(repr=False, compare=False)
+
+    @property
+    def kind(self) -> str:
+        """The spec kind (``model``)."""
+        return self.address.split(":", 1)[0]
+
+    @property
+    def name(self) -> str:
+        """The spec name (``tiny``)."""
+        return ref_name(self.address)
+
+    def resolve(self, address: str) -> Any:
+        """The validated pydantic spec ``kind:name`` of the same workspace; a bad reference raises SpecError."""
+        return self.resolver(address)
+
+    @classmethod
+    def of(cls, spec: Any, address: str, workspace: Path | str = ".",
+           resolve: Callable[[str], Any] | None = None) -> "SpecView":
+        """A view of a spec built outside the engine (tests, scripts); ``resolve`` defaults to the
+        specs under ``workspace``."""
+        root = Path(workspace)
+        return cls(spec, address, root, resolve or _store_resolver(root))
+
+
+def _store_resolver(root: Path) -> Callable[[str], Any]:
+    """``resolve`` over the specs of ``root`` with the engine's loader (validated, ``extends`` merged)."""
+    from .specs import SpecStore
+
+    store = SpecStore(root, _KINDS)
+    return lambda address: store.get(address).model
+
+
+@dataclass(frozen=True)
+class Command:
+    """A CLI command a plugin adds (``genesis-build serve …``). See :func:`command`."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None] | None  # argparse.ArgumentParser -> None: add the command's arguments
+    run: Callable[[Any, Any], int]  # (args, Session) -> exit code
+    module: str = ""
+
+
 @dataclass
 class Stage:
     """A registered stage. See module docstring."""
@@ -50,18 +111,18 @@ class Stage:
     kind: str
     run: Callable[["Context"], None]
     fields: tuple[str, ...] = ()
-    # (spec, part) -> {input name: node id}
-    inputs: Callable[[Any, str | None], dict[str, str]] | None = None
-    # spec -> part names (fan-out: one node per part)
-    parts: Callable[[Any], list[str]] | None = None
+    # (view, part) -> {input name: node id}
+    inputs: Callable[[SpecView, str | None], dict[str, str]] | None = None
+    # view -> part names (fan-out: one node per part)
+    parts: Callable[[SpecView], list[str]] | None = None
     # (spec dict, part) -> the key-relevant subset; default: the declared ``fields``
     select: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None
-    # (spec, part) -> file/dir paths or globs, workspace-relative or absolute: content is in the key
-    files: Callable[[Any, str | None], list[str]] | None = None
-    # (spec, resolve) -> None; raise FieldError for cross-spec problems. resolve("kind:name") -> spec
-    check: Callable[[Any, Callable[[str], Any]], None] | None = None
-    # (spec, resolve) -> [(label, value)] rows shown under the node by --dry-run (e.g. a planner)
-    describe: Callable[[Any, Callable[[str], Any]], list[tuple[str, str]]] | None = None
+    # (view, part) -> file/dir paths or globs, workspace-relative or absolute: content is in the key
+    files: Callable[[SpecView, str | None], list[str]] | None = None
+    # view -> None; raise FieldError for problems pydantic cannot see (other specs via view.resolve)
+    check: Callable[[SpecView], None] | None = None
+    # view -> [(label, value)] rows shown under the node by --dry-run (e.g. a planner)
+    describe: Callable[[SpecView], list[tuple[str, str]]] | None = None
     heavy: bool = False  # run in a subprocess
     resumable: bool = False
     trajectory_exclude: tuple[str, ...] = ()
@@ -70,26 +131,31 @@ class Stage:
     module: str = ""
     source_file: str = ""
 
-    def node_inputs(self, spec: Any, part: str | None) -> dict[str, str]:
+    def node_inputs(self, view: SpecView, part: str | None) -> dict[str, str]:
         """The input nodes of one node of this stage."""
-        return dict(self.inputs(spec, part)) if self.inputs else {}
+        return dict(self.inputs(view, part)) if self.inputs else {}
 
-    def node_parts(self, spec: Any) -> list[str] | None:
+    def node_parts(self, view: SpecView) -> list[str] | None:
         """Part names when the stage fans out, else None."""
-        return list(self.parts(spec)) if self.parts else None
+        return list(self.parts(view)) if self.parts else None
 
-    def node_files(self, spec: Any, part: str | None) -> list[str]:
+    def node_files(self, view: SpecView, part: str | None) -> list[str]:
         """File inputs (paths or globs) whose content goes into the key."""
-        return list(self.files(spec, part)) if self.files else []
+        return list(self.files(view, part)) if self.files else []
 
 
 _KINDS: dict[str, Kind] = {}
 _STAGES: dict[str, Stage] = {}
+_COMMANDS: dict[str, Command] = {}
+_UNCHECKED: list[tuple[str, str, str]] = []  # (stage, field, kind) whose kind is not registered yet
 
 
 def register_kind(name: str, model: type, default_stage: str | None = None) -> None:
     """Register the pydantic model of ``specs/<name>/*.toml``."""
-    _KINDS[name] = Kind(name, model, default_stage)
+    import sys
+
+    _KINDS[name] = Kind(name, model, default_stage, sys._getframe(1).f_globals.get("__name__", ""))
+    _check_pending_fields()
 
 
 def stage(
@@ -98,18 +164,23 @@ def stage(
     version: int,
     kind: str,
     fields: Iterable[str] = (),
-    inputs: Callable[[Any, str | None], dict[str, str]] | None = None,
-    parts: Callable[[Any], list[str]] | None = None,
+    inputs: Callable[[SpecView, str | None], dict[str, str]] | None = None,
+    parts: Callable[[SpecView], list[str]] | None = None,
     select: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
-    files: Callable[[Any, str | None], list[str]] | None = None,
-    check: Callable[[Any, Callable[[str], Any]], None] | None = None,
-    describe: Callable[[Any, Callable[[str], Any]], list[tuple[str, str]]] | None = None,
+    files: Callable[[SpecView, str | None], list[str]] | None = None,
+    check: Callable[[SpecView], None] | None = None,
+    describe: Callable[[SpecView], list[tuple[str, str]]] | None = None,
     heavy: bool = False,
     resumable: bool = False,
     trajectory_exclude: Iterable[str] = (),
     entry: str | None = None,
 ) -> Callable[[Callable[["Context"], None]], Callable[["Context"], None]]:
-    """Decorator registering ``run(ctx)`` as a stage."""
+    """Decorator registering ``run(ctx)`` as a stage.
+
+    Every entry of ``fields`` must name a field of the kind's model (dotted into nested models;
+    ``@ref.path`` follows the spec that field ``ref`` refers to): a typo is a StageDefinitionError
+    naming the stage and the field, raised when the plugin is imported.
+    """
 
     def register(run: Callable[[Context], None]) -> Callable[[Context], None]:
         import inspect
@@ -134,9 +205,98 @@ def stage(
             module=run.__module__,
             source_file=inspect.getsourcefile(run) or "",
         )
+        for f in _STAGES[name].fields:
+            _UNCHECKED.append((name, f, kind))
+        _check_pending_fields()
         return run
 
     return register
+
+
+def command(name: str, *, help: str, configure: Callable[[Any], None] | None = None
+            ) -> Callable[[Callable[[Any, Any], int]], Callable[[Any, Any], int]]:
+    """Decorator registering ``run(args, session) -> exit code`` as ``genesis-build NAME``.
+
+    ``configure(parser)`` adds the command's arguments to its ``argparse`` parser (``-C``/``--cache``
+    are added by the engine); ``session`` is a :class:`genesis_build.commands.Session`. Import heavy
+    libraries inside ``run``: the plugin is imported to parse the command line.
+    """
+
+    def register(run: Callable[[Any, Any], int]) -> Callable[[Any, Any], int]:
+        _COMMANDS[name] = Command(name, help, configure, run, run.__module__)
+        return run
+
+    return register
+
+
+def commands() -> dict[str, Command]:
+    """All registered plugin commands."""
+    return _COMMANDS
+
+
+def _check_pending_fields() -> None:
+    """Validate the declared ``fields`` whose kinds are registered now (see :func:`stage`); a stage
+    with a bad field is unregistered again and the error raised."""
+    pending = list(_UNCHECKED)
+    _UNCHECKED.clear()
+    error = None
+    for entry in pending:
+        stage_name, f, kind = entry
+        ref_field, path = (f[1:].partition(".")[::2]) if f.startswith("@") else (None, f)
+        # ``@ref.path``: ``ref`` is a field of this kind holding an address of the kind named ``ref``
+        needed = [kind] + ([ref_field] if ref_field and path else [])
+        if any(k not in _KINDS for k in needed):
+            _UNCHECKED.append(entry)
+            continue
+        if ref_field is not None:
+            problem = _field_problem(_KINDS[kind].model, ref_field)
+            if problem is None and path:
+                problem = _field_problem(_KINDS[ref_field].model, path)
+        else:
+            problem = _field_problem(_KINDS[kind].model, path)
+        if problem and error is None:
+            error = StageDefinitionError(f"stage {stage_name} ({_STAGES[stage_name].module}): fields: '{f}': {problem}")
+            _STAGES.pop(stage_name, None)
+    if error is not None:
+        bad = str(error).split(" ", 2)[1]
+        _UNCHECKED[:] = [e for e in _UNCHECKED if e[0] != bad]
+        raise error
+
+
+def _field_problem(model: Any, path: str) -> str | None:
+    """Why the dotted ``path`` is not a field of ``model`` (None when it is, or cannot be checked:
+    below a field that is not a pydantic model, e.g. a dict, a list index or ``Any``)."""
+    import typing
+
+    cur = model
+    walked: list[str] = []
+    for part in path.split("."):
+        fields = getattr(cur, "model_fields", None)
+        if fields is None:
+            return None
+        if part.isdigit():
+            continue
+        names = {n: fi for n, fi in fields.items()}
+        names.update({fi.alias: fi for fi in fields.values() if fi.alias})
+        if part not in names:
+            where = ".".join(walked) or cur.__name__
+            return f"no field '{part}' in {where}{did_you_mean(part, list(names))}"
+        walked.append(part)
+        cur = _model_in(names[part].annotation, typing)
+        if cur is None:
+            return None
+    return None
+
+
+def _model_in(ann: Any, typing: Any) -> Any:
+    """The pydantic model inside an annotation (``Foo | None``, ``list[Foo]``), if any."""
+    if hasattr(ann, "model_fields"):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _model_in(arg, typing)
+        if found is not None:
+            return found
+    return None
 
 
 def kinds() -> dict[str, Kind]:
@@ -152,8 +312,6 @@ def stages() -> dict[str, Stage]:
 def get_stage(name: str) -> Stage:
     """The stage called ``name`` or a TargetError with a did-you-mean."""
     if name not in _STAGES:
-        from .specs import did_you_mean
-
         raise TargetError(f"unknown stage '{name}'{did_you_mean(name, _STAGES)}")
     return _STAGES[name]
 
@@ -164,30 +322,6 @@ def load_plugins(modules: Iterable[str]) -> None:
 
     for mod in modules:
         importlib.import_module(mod)
-
-
-_SPEC_ADDRESSES: dict[int, tuple[Any, str]] = {}
-
-
-def remember_address(model: Any, address: str) -> None:
-    """Called by the spec loader so stages can ask a spec instance for its own name."""
-    _SPEC_ADDRESSES[id(model)] = (model, address)
-
-
-def spec_address(spec: Any) -> str:
-    """``kind:name`` of a validated spec instance given to a stage hook."""
-    entry = _SPEC_ADDRESSES.get(id(spec))
-    if entry is None or entry[0] is not spec:
-        raise TargetError("spec_address() needs a spec instance loaded by the engine")
-    return entry[1]
-
-
-def spec_name(spec: Any) -> str:
-    """The name of a validated spec instance (``tiny`` for ``specs/model/tiny.toml``).
-
-    Stage hooks use it to name sibling nodes: ``{"tokens": f"tokenize:{spec_name(spec)}"}``.
-    """
-    return ref_name(spec_address(spec))
 
 
 def ref_name(address: str) -> str:
@@ -219,7 +353,34 @@ class Context:
     progress_fd: int | None = None
     progress_cb: Callable[[dict[str, Any]], None] | None = None
     log_file: Any = None
+    kind: str = ""  # the spec kind (``model``); "" in a hand-built Context: then taken from the node's stage
+    # set by the engine; a Context built by hand (tests) falls back to the specs and cache of ``workspace``
+    resolver: Callable[[str], Any] | None = field(default=None, repr=False)
     _stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """``kind:name`` of the node's spec (``model:tiny``)."""
+        kind = self.kind or (_STAGES[self.stage].kind if self.stage in _STAGES else self.stage)
+        return f"{kind}:{self.spec_name}"
+
+    @property
+    def view(self) -> SpecView:
+        """The node's spec as the hooks saw it (so ``run`` can call the same helpers)."""
+        return SpecView(self.spec, self.address, self.workspace, self.resolve)
+
+    def resolve(self, address: str) -> Any:
+        """The validated pydantic spec ``kind:name`` of this workspace (``extends`` merged): the same
+        object the hooks' ``view.resolve`` gave, e.g. ``ctx.resolve(ctx.spec.parallel)``."""
+        if self.resolver is None:
+            self.resolver = _store_resolver(self.workspace)
+        return self.resolver(address)
+
+    def lookup(self, node: str | None = None, *, key: str | None = None) -> InputRef | None:
+        """A built object in the cache, read-only: by ``key``, or the one ``node`` last built in this
+        workspace (None when there is none, or it is no longer in the cache). Inputs of this node are
+        in ``inputs``; this is for what a stage reads beyond them (e.g. manifests upstream of an input)."""
+        return lookup_object(self.workspace, self.cache_root, node, key=key)
 
     def progress(self, done: float, total: float | None = None, desc: str | None = None, **extra: Any) -> None:
         """Report progress; the CLI shows a bar when ``total`` is given."""
@@ -260,6 +421,35 @@ class Context:
         d = self.cache_root / "samples" / namespace
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def lookup_object(workspace: Path, cache_root: Path, node: str | None = None, *,
+                  key: str | None = None) -> InputRef | None:
+    """See :meth:`Context.lookup` (shared with the commands' :class:`~genesis_build.commands.Session`)."""
+    from .cache import Cache
+
+    if (node is None) == (key is None):
+        raise TypeError("lookup() takes a node id or key=, not both")
+    if key is None:
+        from .state import Refs, StateDB
+        from .workspace import STATE_DIR
+
+        db = Path(workspace) / STATE_DIR / "state.db"
+        if not db.is_file():
+            return None
+        state = StateDB(db)
+        try:
+            ref = Refs(state).get(node)
+        finally:
+            state.close()
+        if not ref:
+            return None
+        key = ref["key"]
+    cache = Cache(Path(cache_root))
+    manifest = cache.manifest(key) if cache.has(key) else None
+    if manifest is None:
+        return None
+    return InputRef(manifest.get("node", node or ""), cache.data_dir(key), manifest)
 
 
 def node_id(stage_name: str, spec_name: str, part: str | None = None) -> str:

@@ -6,7 +6,6 @@ engine) and, through ``run_payload``, for light stages in process.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import signal
@@ -17,18 +16,17 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import GenesisError
+from .errors import DISK_FULL, DISK_FULL_EXIT, GenesisError
 
 
 def run_payload(payload: dict[str, Any], log: Any = None, progress: Callable[[dict], None] | None = None) -> None:
     """Load the workspace's stages and run the payload's node into its ``out`` dir."""
-    from .executor import make_context
+    from .context import make_context
     from .graph import Project
     from .stage import get_stage
 
     project = Project(Path(payload["workspace"]), payload["plugins"], [Path(p) for p in payload.get("allow_paths", [])])
-    ctx = make_context(payload, project)
-    ctx.progress_cb = progress
+    ctx = make_context(payload, project, progress)
     fd = os.environ.get("GENESIS_PROGRESS_FD")
     if progress is None and fd:
         ctx.progress_fd = int(fd)
@@ -37,8 +35,6 @@ def run_payload(payload: dict[str, Any], log: Any = None, progress: Callable[[di
     Path(payload["stats_path"]).write_text(json.dumps(ctx.recorded_stats, default=str))
 
 
-DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-DISK_FULL_EXIT = 28  # the engine reads it as "disk full" when error.json could not be written either
 KILL_GRACE_S = 30  # after the engine dies: SIGTERM (trainers checkpoint), then SIGKILL
 
 

@@ -12,6 +12,8 @@ from .errors import GenesisError, SpecError
 WORKSPACE_FILE = "genesis.toml"
 KNOWN = {"workspace": {"default", "cache", "plugins", "allow_paths"}, "remote": {"url", "push", "pull", "options"}}
 
+STATE_DIR = ".genesis"  # per-workspace private state under the root
+
 
 @dataclass
 class Workspace:
@@ -31,7 +33,7 @@ class Workspace:
     @property
     def state_dir(self) -> Path:
         """Per-workspace private state (digest memo, refs)."""
-        return self.root / ".genesis"
+        return self.root / STATE_DIR
 
     @property
     def out_dir(self) -> Path:
@@ -57,7 +59,8 @@ def load(start: Path | None = None, cache_override: str | None = None) -> Worksp
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{WORKSPACE_FILE}: invalid TOML: {e}") from None
-    from .specs import did_you_mean, locate
+    from .errors import did_you_mean
+    from .specs import locate
 
     for section, values in data.items():
         if section not in KNOWN:

@@ -14,9 +14,8 @@ Outputs: ``samples.jsonl`` (prompt, principle, initial response, critiques, revi
 
 from __future__ import annotations
 
-from typing import Any
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, SpecView, stage
 
 FIELDS = (
     "cai.generator",
@@ -30,22 +29,24 @@ FIELDS = (
 )
 
 
-def _inputs(spec: Any, part: str | None) -> dict[str, str]:
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    spec = view.spec
     ins = {"prompts": spec.prompts} if getattr(spec, "prompts", None) else {}
     if spec.cai.generator == "self":
-        ins["base"] = f"export:{spec_name(spec)}"
+        ins["base"] = f"export:{view.name}"
     return ins
 
 
-def _files(spec: Any, part: str | None) -> list[str]:
+def _files(view: SpecView, part: str | None) -> list[str]:
     # an hf:<dir> generator's weights are part of what the samples depend on
-    return [spec.cai.generator[3:]] if spec.cai.generator.startswith("hf:") else []
+    generator = view.spec.cai.generator
+    return [generator[3:]] if generator.startswith("hf:") else []
 
 
-def _check(spec: Any, resolve: Any) -> None:
+def _check(view: SpecView) -> None:
     from stages.cai_lib.checks import check_cai
 
-    check_cai(spec, resolve)
+    check_cai(view.spec, view.resolve)
 
 
 @stage("cai-generate", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
@@ -53,12 +54,12 @@ def cai_generate(ctx: Context) -> None:
     """Generate critique/revision samples (cached per sample) and the SFT dataset."""
     from stages.cai_lib import critique
     from stages.cai_lib.generators import open_generator
-    from stages.cai_lib.io import local_model, read_jsonl, resolve_spec, write_json, write_jsonl
+    from stages.cai_lib.io import local_model, read_jsonl, write_json, write_jsonl
     from stages.cai_lib.samples import SampleStore
 
     spec = ctx.spec
     cai = spec.cai
-    constitution = resolve_spec(ctx, spec.constitution)
+    constitution = ctx.resolve(spec.constitution)
     prompts = read_jsonl(ctx.inputs["prompts"].path / "prompts.jsonl")
     store = SampleStore(ctx.samples_dir("cai"))
     store.clean_temp()

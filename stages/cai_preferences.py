@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, SpecView, stage
 
 FIELDS = (
     "cai.preferences",
@@ -27,25 +27,26 @@ FIELDS = (
 SFT_HF = "hf"  # the sft stage's output keeps a transformers copy of the model here
 
 
-def _inputs(spec: Any, part: str | None) -> dict[str, str]:
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    spec = view.spec
     prefs = spec.cai.preferences
     ins = {"prompts": spec.prompts} if getattr(spec, "prompts", None) else {}
     if "sft" in (prefs.policy, prefs.feedback):
-        ins["sft"] = f"sft:{spec_name(spec)}"
+        ins["sft"] = f"sft:{view.name}"
     if prefs.feedback == "base":
-        ins["base"] = f"export:{spec_name(spec)}"
+        ins["base"] = f"export:{view.name}"
     return ins
 
 
-def _files(spec: Any, part: str | None) -> list[str]:
-    prefs = spec.cai.preferences
+def _files(view: SpecView, part: str | None) -> list[str]:
+    prefs = view.spec.cai.preferences
     return [g[3:] for g in (prefs.policy, prefs.feedback) if g.startswith("hf:")]
 
 
-def _check(spec: Any, resolve: Any) -> None:
+def _check(view: SpecView) -> None:
     from stages.cai_lib.checks import check_preferences
 
-    check_preferences(spec, resolve)
+    check_preferences(view.spec, view.resolve)
 
 
 @stage("cai-preferences", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
@@ -53,12 +54,12 @@ def cai_preferences(ctx: Context) -> None:
     """Sample response pairs and judge them with AI feedback against the principles."""
     from stages.cai_lib import preferences as P
     from stages.cai_lib.generators import open_generator
-    from stages.cai_lib.io import local_model, read_jsonl, resolve_spec, write_json, write_jsonl
+    from stages.cai_lib.io import local_model, read_jsonl, write_json, write_jsonl
     from stages.cai_lib.samples import SampleStore
 
     spec = ctx.spec
     cai, prefs = spec.cai, spec.cai.preferences
-    constitution = resolve_spec(ctx, spec.constitution)
+    constitution = ctx.resolve(spec.constitution)
     system_prompt = constitution.system_prompt if spec.sft.system_prompt else ""
     prompts = read_jsonl(ctx.inputs["prompts"].path / "prompts.jsonl")
     store = SampleStore(ctx.samples_dir("cai"))

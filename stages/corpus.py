@@ -3,7 +3,8 @@
     genesis-build corpus:tiny                  # both stages below
     genesis-build corpus-source:tiny/python-docs
 
-Two stages read the ``corpus`` kind:
+This file registers the ``corpus`` kind and the mixture stage; ``stages/corpus_source.py`` the
+per-source stage. Two stages read the ``corpus`` kind:
 
 - ``corpus-source:<name>/<source>`` (one node per source): read the source's documents (text files,
   JSONL, Parquet, a ``datasets`` ``save_to_disk`` dir, a hub dataset, or the running Python's
@@ -22,25 +23,18 @@ from __future__ import annotations
 import glob as globmod
 import os
 import re
-import sysconfig
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genesis_build.errors import FieldError
-from genesis_build.stage import Context, register_kind, spec_name, stage
+from genesis_build.stage import Context, SpecView, register_kind, stage
+
+from stages.data_lib.paths import STDLIB, resolve_path
 
 SourceType = Literal["text", "jsonl", "parquet", "disk", "hub", "pydoc-topics"]
 FILE_TYPES = ("text", "jsonl", "parquet")  # read from path/glob files
-STDLIB = "{stdlib}"
-
-
-def resolve_path(path: str) -> str:
-    """Expand the ``{stdlib}`` placeholder and ``~``; relative paths stay workspace-relative."""
-    if STDLIB in path:
-        path = path.replace(STDLIB, sysconfig.get_paths()["stdlib"])
-    return os.path.expanduser(path)
 
 
 class Filters(BaseModel):
@@ -178,8 +172,10 @@ register_kind("corpus", CorpusSpec, default_stage="corpus")
 # Hooks
 
 
-def _check(spec: CorpusSpec, resolve: Any) -> None:
-    """Every path exists and every glob matches a file (found at plan time, naming the field)."""
+def check_corpus(view: SpecView) -> None:
+    """Every path exists and every glob matches a file (found at plan time, naming the field);
+    relative paths are read from the workspace root."""
+    spec: CorpusSpec = view.spec
     for i, src in enumerate(spec.sources):
         if src.type == "pydoc-topics":
             if not Path(src.patterns()[0]).is_file():
@@ -190,7 +186,7 @@ def _check(spec: CorpusSpec, resolve: Any) -> None:
             p = Path(resolve_path(src.path))
             shown = src.path
             if not p.is_absolute():
-                p = _workspace_of(resolve) / p
+                p = view.workspace / p
             if not p.exists():
                 raise FieldError(f"sources.{i}.path", f"source {src.name!r}: {shown} does not exist")
             if src.type == "disk" and not p.is_dir():
@@ -201,52 +197,9 @@ def _check(spec: CorpusSpec, resolve: Any) -> None:
             for g in globs:
                 pattern = resolve_path(g)
                 if not os.path.isabs(pattern):
-                    pattern = str(_workspace_of(resolve) / pattern)
+                    pattern = str(view.workspace / pattern)
                 if not any(os.path.isfile(m) or os.path.isdir(m) for m in globmod.iglob(pattern, recursive=True)):
                     raise FieldError(f"sources.{i}.glob", f"source {src.name!r}: {g} matches no file")
-
-
-def _workspace_of(resolve: Any) -> Path:
-    """The workspace root relative paths are read from (the engine's project root)."""
-    root = getattr(getattr(resolve, "__self__", None), "root", None)
-    if root is not None:
-        return Path(root)
-    from genesis_build.workspace import find_root
-
-    try:
-        return find_root(Path.cwd())
-    except Exception:  # noqa: BLE001 — no workspace (direct calls in tests): the current directory
-        return Path.cwd()
-
-
-def _source_parts(spec: CorpusSpec) -> list[str]:
-    return [s.name for s in spec.sources]
-
-
-def _source_select(dump: dict[str, Any], part: str | None) -> dict[str, Any]:
-    # Only this source's entry, minus `weight` (a mixture setting): other sources' edits and
-    # weight changes leave this node cached. Unset optional fields (None) are left out, so adding
-    # a new optional field to the model does not change existing keys.
-    for s in dump["sources"]:
-        if s["name"] == part:
-            return {f"sources.{part}": {k: v for k, v in s.items() if k != "weight" and v is not None}}
-    return {}
-
-
-def _source_files(spec: CorpusSpec, part: str | None) -> list[str]:
-    return spec.source(part).patterns() if part else []
-
-
-@stage("corpus-source", version=1, kind="corpus", parts=_source_parts, select=_source_select,
-       files=_source_files, check=_check, heavy=True)
-def corpus_source(ctx: Context) -> None:
-    """Read, clean, filter and dedup one corpus source."""
-    from stages.data_lib.ingest import build_source
-
-    src = ctx.spec.source(ctx.part)
-    index = next(i for i, s in enumerate(ctx.spec.sources) if s.name == ctx.part)
-    stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress)
-    ctx.stats(**stats)
 
 
 def _mixture_select(dump: dict[str, Any], part: str | None) -> dict[str, Any]:
@@ -260,16 +213,17 @@ def _mixture_select(dump: dict[str, Any], part: str | None) -> dict[str, Any]:
     }
 
 
-def _describe(spec: CorpusSpec, resolve: Any) -> list[tuple[str, str]]:
+def _describe(view: SpecView) -> list[tuple[str, str]]:
     """``--dry-run`` rows: the mixture at a glance."""
+    spec: CorpusSpec = view.spec
     mix = ", ".join(f"{s.name} ({s.type}, {s.language}) ×{s.weight:g}" for s in spec.sources)
     v = spec.validation
     return [("sources", mix), ("validation", f"{v.fraction:.2%} of documents, at least {v.min_documents}"),
             ("seed", str(spec.seed))]
 
 
-@stage("corpus", version=1, kind="corpus", select=_mixture_select, check=_check, describe=_describe, heavy=True,
-       inputs=lambda s, p: {"source": f"corpus-source:{spec_name(s)}"})
+@stage("corpus", version=1, kind="corpus", select=_mixture_select, check=check_corpus, describe=_describe, heavy=True,
+       inputs=lambda v, p: {"source": f"corpus-source:{v.name}"})
 def corpus(ctx: Context) -> None:
     """Mix the sources: cross-source dedup, weighted sampling, train/validation split."""
     from stages.data_lib.mixture import build_mixture

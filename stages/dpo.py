@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, SpecView, stage
 
 from stages.cai_lib.sections import DPO_KEY_FIELDS, check_recipe
 
 
-def _inputs(spec: Any, part: str | None) -> dict[str, str]:
-    name = spec_name(spec)
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    name = view.name
     return {"pairs": f"cai-preferences:{name}", "sft": f"sft:{name}"}
 
 
-def _check(spec: Any, resolve: Any) -> None:
-    check_recipe(spec, "dpo", resolve)
+def _check(view: SpecView) -> None:
+    check_recipe(view.spec, "dpo", view.resolve)
 
 
 def reference_logps(model_dir: Any, pairs: list[dict[str, Any]], batch_size: int = 8, device: str = "auto") -> list[tuple[float, float]]:

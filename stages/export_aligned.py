@@ -9,13 +9,12 @@ the chat template) and ``generation_config.json``, loadable with ``AutoModelForC
 
 from __future__ import annotations
 
-from typing import Any
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, SpecView, stage
 
 
-def _inputs(spec: Any, part: str | None) -> dict[str, str]:
-    return {"dpo": f"dpo:{spec_name(spec)}"}
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    return {"dpo": f"dpo:{view.name}"}
 
 
 @stage("export-aligned", version=1, kind="model", fields=("architecture.dtype",), inputs=_inputs, heavy=True)

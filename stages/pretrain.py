@@ -29,39 +29,22 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genesis_build.errors import FieldError, GenesisError
-from genesis_build.stage import Context, ref_name, spec_name, stage
+from genesis_build.stage import Context, SpecView, command, ref_name, stage
 
 from stages.model_spec import TRAINING_EXECUTION_FIELDS, TRAINING_EXTENSION_FIELDS, ModelSpec, Training
+from stages.training.planner import check_batch  # noqa: F401 — public here too (tests, other stages)
 
 KEY_FIELDS = ("architecture",) + tuple(f"training.{f}" for f in Training.model_fields if f not in TRAINING_EXECUTION_FIELDS)
 
 
-def _inputs(spec: ModelSpec, part: str | None) -> dict[str, str]:
-    return {"tokens": f"tokenize:{ref_name(spec.tokenizer)}"}
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    return {"tokens": f"tokenize:{ref_name(view.spec.tokenizer)}"}
 
 
-def check_batch(spec: ModelSpec, parallel: Any, parallel_name: str = "parallel") -> None:
-    """global_batch_tokens must equal micro × accum × world × context for a whole accum ≥ 1."""
-    T = spec.architecture.context_length
-    gbt = spec.training.global_batch_tokens
-    if gbt % T:
-        lo, hi = gbt // T * T, (gbt // T + 1) * T
-        raise FieldError("training.global_batch_tokens",
-                         f"{gbt} is not a multiple of architecture.context_length {T} (each step trains whole "
-                         f"sequences); use {lo or hi} or {hi}")
-    world, micro = parallel.world_size, parallel.micro_batch_size
-    unit = world * micro * T
-    if gbt % unit:
-        lo, hi = gbt // unit * unit, (gbt // unit + 1) * unit
-        raise FieldError("training.global_batch_tokens",
-                         f"{gbt} tokens/step cannot be split as micro {micro} × accum × world {world} × context {T} "
-                         f"(must be a multiple of {unit}); use {lo or hi} or {hi}, or change micro_batch_size / "
-                         f"nproc_per_node in specs/parallel/{parallel_name}.toml")
-
-
-def _check(spec: ModelSpec, resolve: Callable[[str], Any]) -> None:
+def _check(view: SpecView) -> None:
+    spec: ModelSpec = view.spec
     try:
-        parallel = resolve(spec.parallel)
+        parallel = view.resolve(spec.parallel)
     except GenesisError as e:
         raise FieldError("parallel", str(e)) from e
     check_batch(spec, parallel, ref_name(spec.parallel))
@@ -79,15 +62,12 @@ def _vocab_of(resolve: Callable[[str], Any], address: str) -> int | None:
     return int(v) if isinstance(v, int) else None
 
 
-def _describe(spec: ModelSpec, resolve: Callable[[str], Any]) -> list[tuple[str, str]]:
+def _describe(view: SpecView) -> list[tuple[str, str]]:
     from stages.training.planner import launch_rows, plan
 
-    parallel = resolve(spec.parallel)
-    try:
-        name = spec_name(spec)
-    except GenesisError:  # a spec built outside the engine (tests)
-        name = "model"
-    return plan(spec, parallel, _vocab_of(resolve, spec.tokenizer)) + launch_rows(parallel, _job_name(name))
+    spec: ModelSpec = view.spec
+    parallel = view.resolve(spec.parallel)
+    return plan(spec, parallel, _vocab_of(view.resolve, spec.tokenizer)) + launch_rows(parallel, _job_name(view.name))
 
 
 def _job_name(name: str) -> str:
@@ -95,32 +75,28 @@ def _job_name(name: str) -> str:
     return f"genesis-pretrain-{name}"
 
 
-def probe(spec: ModelSpec, resolve: Callable[[str], Any], steps: int = 5, workspace: Path | None = None) -> str:
+def _probe_arguments(p: Any) -> None:
+    p.description = "Measure training throughput of NODE's config for the planner's ETA."
+    p.add_argument("node")
+    p.add_argument("--steps", type=int, default=5)
+
+
+@command("probe", help="measure training throughput (tokens/s) of a pretrain node for the planner",
+         configure=_probe_arguments)
+def probe(args: Any, session: Any) -> int:
     """``genesis-build probe pretrain:<model> [--steps N]``: tokens/s of this config, for the planner.
 
     A few real training steps of the model on its parallel layout (same launcher and trainer) on
     random tokens in a scratch dir; see ``stages.training.probe``.
     """
+    node = session.node(args.node)
+    if node.stage != "pretrain":
+        raise GenesisError(f"{args.node}: stage {node.stage} has no probe")
     from stages.training.probe import probe_pretrain
 
-    try:
-        name = spec_name(spec)
-    except GenesisError:
-        name = "model"
-    return probe_pretrain(spec, resolve, steps=steps, workspace=workspace, node=f"pretrain:{name}")
-
-
-def resolve_spec(ctx: Context, address: str) -> Any:
-    """A validated spec at run time (the engine's loader: ``extends`` merged)."""
-    resolve = getattr(ctx, "resolve", None)
-    if callable(resolve):
-        return resolve(address)
-    from genesis_build.specs import SpecStore
-    from genesis_build.stage import kinds
-
-    return SpecStore(Path(ctx.workspace), kinds()).get(address).model
-
-
+    session.print(probe_pretrain(node.view.spec, node.view.resolve, steps=args.steps, workspace=session.workspace,
+                                 node=node.id, lookup=session.lookup))
+    return 0
 
 
 @stage("pretrain", version=2, kind="model", fields=KEY_FIELDS, inputs=_inputs, check=_check, describe=_describe,
@@ -138,7 +114,7 @@ def pretrain(ctx: Context) -> None:
     run = Path(ctx.run_dir)
     tokens = ctx.inputs["tokens"].path
     meta = load_meta(tokens)
-    parallel = resolve_spec(ctx, spec.parallel)
+    parallel = ctx.resolve(spec.parallel)
     check_batch(spec, parallel, ref_name(spec.parallel))
     special = {"bos_id": meta.get("bos_id"), "eos_id": meta.get("eos_id"), "pad_id": meta.get("pad_id")}
     reset = bool(ctx.options.get("reset_optimizer"))

@@ -18,15 +18,15 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, InputRef, SpecView, stage
 
 HISTORY = 20  # builds kept in previous.json
 
 
-def _inputs(spec: Any, part: str | None) -> dict[str, str]:
-    name = spec_name(spec)
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    spec, name = view.spec, view.name
     ins = {"pretrain": f"pretrain:{name}"}
     if getattr(spec, "evals", None):
         ins["eval"] = f"eval:{name}"
@@ -43,12 +43,9 @@ def render_report(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return impl(*args, **kwargs)
 
 
-def upstream_specs(cache_root: Path, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{node: key spec values} of every node upstream of the inputs, read from cached manifests
-    (objects pulled partially from a remote may lack some; those are skipped)."""
-    from genesis_build.cache import Cache
-
-    cache = Cache(cache_root)
+def upstream_specs(lookup: Callable[..., InputRef | None], inputs: dict[str, InputRef]) -> dict[str, dict[str, Any]]:
+    """{node: key spec values} of every node upstream of the inputs, read from cached manifests through
+    ``lookup(key=…)`` (``ctx.lookup``; objects pulled partially from a remote may lack some: skipped)."""
     out: dict[str, dict[str, Any]] = {}
     todo = [(ref.node, ref.manifest) for ref in inputs.values()]
     seen: set[str] = set()
@@ -61,7 +58,8 @@ def upstream_specs(cache_root: Path, inputs: dict[str, Any]) -> dict[str, dict[s
             out[node] = manifest["spec"]
         for dep in (manifest.get("inputs") or {}).values():
             if dep.get("node") not in seen and dep.get("key"):
-                todo.append((dep["node"], cache.manifest(dep["key"]) or {}))
+                found = lookup(key=dep["key"])
+                todo.append((dep["node"], found.manifest if found is not None else {}))
     return dict(sorted(out.items()))
 
 
@@ -98,7 +96,7 @@ def report(ctx: Context) -> None:
         except ValueError:
             ctx.log(f"warning: {hist_path} is unreadable; comparing with nothing")
     previous = next((b for b in reversed(history) if b.get("key") != ctx.key), None)
-    summary = render_report(ctx.out, metrics, evals, cai, previous, specs=upstream_specs(ctx.cache_root, ctx.inputs),
+    summary = render_report(ctx.out, metrics, evals, cai, previous, specs=upstream_specs(ctx.lookup, ctx.inputs),
                             title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key)
     history = [b for b in history if b.get("key") != ctx.key] + [summary]
     _write_json(hist_path, {"builds": history[-HISTORY:]})

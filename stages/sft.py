@@ -13,20 +13,19 @@ Outputs: ``checkpoint/`` (final DCP), ``hf/`` (transformers dir), ``metrics.json
 
 from __future__ import annotations
 
-from typing import Any
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, SpecView, stage
 
 from stages.cai_lib.sections import SFT_KEY_FIELDS, check_recipe
 
 
-def _inputs(spec: Any, part: str | None) -> dict[str, str]:
-    name = spec_name(spec)
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    name = view.name
     return {"data": f"cai-generate:{name}", "pretrain": f"pretrain:{name}", "base": f"export:{name}"}
 
 
-def _check(spec: Any, resolve: Any) -> None:
-    check_recipe(spec, "sft", resolve)
+def _check(view: SpecView) -> None:
+    check_recipe(view.spec, "sft", view.resolve)
 
 
 @stage("sft", version=1, kind="model", fields=SFT_KEY_FIELDS, inputs=_inputs, check=_check, heavy=True,

@@ -18,23 +18,24 @@ re-encodes only the groups that changed, and the ``groups_encoded``/``groups_reu
 
 from __future__ import annotations
 
-from typing import Any
 
-from genesis_build.stage import Context, ref_name, spec_name, stage
+from genesis_build.stage import Context, SpecView, ref_name, stage
 from stages.tokenizer import TokenizerSpec, check_tokenizer
 
 
-def _inputs(spec: TokenizerSpec, part: str | None) -> dict[str, str]:
+def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    spec: TokenizerSpec = view.spec
     corpus = spec.tokenize.corpus or spec.corpus
-    return {"tokenizer": f"tokenizer:{spec_name(spec)}", "corpus": f"corpus:{ref_name(corpus)}"}
+    return {"tokenizer": f"tokenizer:{view.name}", "corpus": f"corpus:{ref_name(corpus)}"}
 
 
-def _check(spec: TokenizerSpec, resolve: Any) -> None:
-    check_tokenizer(spec, resolve)
+def _check(view: SpecView) -> None:
+    check_tokenizer(view.spec, view.resolve)
 
 
-def _describe(spec: TokenizerSpec, resolve: Any) -> list[tuple[str, str]]:
+def _describe(view: SpecView) -> list[tuple[str, str]]:
     """``--dry-run`` rows: what is tokenized and how it is stored."""
+    spec: TokenizerSpec = view.spec
     t = spec.tokenize
     dtype = t.dtype if t.dtype != "auto" else ("uint16" if spec.vocab_size <= 1 << 16 else "uint32") + " (auto)"
     return [("corpus", t.corpus or spec.corpus), ("ids", f"{dtype}, vocab {spec.vocab_size:,}, EOS after each document"),

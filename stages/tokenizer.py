@@ -17,11 +17,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genesis_build.errors import FieldError
-from genesis_build.stage import Context, register_kind, ref_name, stage
+from genesis_build.stage import Context, SpecView, register_kind, ref_name, stage
 
-# Fixed names: the trainer, SFT/DPO and export stages rely on them.
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-CHAT_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
+# Fixed names (the trainer, SFT/DPO and export rely on them), defined below the stage in data_lib
+from stages.data_lib.special_tokens import BOS, CHAT_TOKENS, EOS, PAD
+
 BYTE_ALPHABET = 256  # ByteLevel's initial alphabet: every byte is a token
 
 # Prefix-stable (rendering the first turns is a prefix of rendering all of them), as SFT needs.
@@ -130,8 +130,12 @@ TRAINER_FIELDS = ("vocab_size", "min_frequency", "max_token_length", "split_digi
                   "chat_template", "model_max_length", "training.sample_fraction")
 
 
-@stage("tokenizer", version=1, kind="tokenizer", fields=TRAINER_FIELDS, check=check_tokenizer, heavy=True,
-       inputs=lambda s, p: {"corpus": f"corpus:{ref_name(s.corpus)}"})
+def _check(view: SpecView) -> None:
+    check_tokenizer(view.spec, view.resolve)
+
+
+@stage("tokenizer", version=1, kind="tokenizer", fields=TRAINER_FIELDS, check=_check, heavy=True,
+       inputs=lambda v, p: {"corpus": f"corpus:{ref_name(v.spec.corpus)}"})
 def tokenizer(ctx: Context) -> None:
     """Train a byte-level BPE tokenizer on the corpus train split."""
     from stages.data_lib.bpe import train_tokenizer

@@ -15,7 +15,7 @@ from typing import Any
 
 from genesis_build.errors import GenesisError
 
-from .io import resolve_spec, write_jsonl
+from .io import write_jsonl
 
 
 def find_dcp(path: Path) -> Path:
@@ -65,7 +65,7 @@ def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any],
     write_jsonl(tmp, rows)  # identical for the same key, so a resumed run sees the same data
     tmp.replace(data_dir / "train.jsonl")
     vocab, special = model_ids(base_dir)
-    parallel = resolve_spec(ctx, spec.parallel)
+    parallel = ctx.resolve(spec.parallel)
     job = TrainJob(architecture=spec.architecture, training=training_section(recipe), parallel=parallel,
                    data_dir=str(data_dir), run_dir=str(run / "train"), vocab_size=vocab, special_ids=special,
                    task=task, task_options=task_options, init_checkpoint=str(find_dcp(init_checkpoint)),

@@ -39,18 +39,6 @@ def write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def resolve_spec(ctx: Any, address: str) -> Any:
-    """The validated spec ``kind:name`` at run time: through the engine's ``ctx.resolve`` when it
-    offers one, else loaded with the engine's own spec loader (``extends`` merged, validated)."""
-    resolve = getattr(ctx, "resolve", None)
-    if callable(resolve):
-        return resolve(address)
-    from genesis_build.specs import SpecStore
-    from genesis_build.stage import kinds
-
-    return SpecStore(Path(ctx.workspace), kinds()).get(address).model
-
-
 def local_model(ctx: Any, input_name: str, subdir: str = "") -> tuple[Path, str]:
     """(HF model dir, content digest) of a built input: its output digest identifies the weights."""
     ref = ctx.inputs[input_name]

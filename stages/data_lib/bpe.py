@@ -115,7 +115,7 @@ def save_hf(tok: Any, spec: Any, out: Path) -> None:
     from transformers import PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
-    from stages.tokenizer import BOS, CHAT_TOKENS, EOS, PAD
+    from .special_tokens import BOS, CHAT_TOKENS, EOS, PAD
 
     hf_logging.set_verbosity_error()
     extra = [*CHAT_TOKENS, *spec.extra_special_tokens]

@@ -213,7 +213,7 @@ def tokenize_corpus(section: Any, tokenizer_dir: Path, corpus_dir: Path, out: Pa
     """Write ``meta.json``, ``<split>/NNNNN.bin`` + ``.idx.npy`` and ``tokenizer/`` into ``out``."""
     import datasets
 
-    from stages.tokenizer import BOS, EOS, PAD
+    from .special_tokens import BOS, EOS, PAD
 
     tj = tokenizer_dir / "tokenizer.json"
     if not tj.is_file():

@@ -227,7 +227,7 @@ def iter_documents(src: Any, files: list[Path], workspace: Path, where: str) -> 
     if src.type == "pydoc-topics":
         return read_pydoc_topics(files, src, where, workspace)
     if src.type == "disk":
-        from stages.corpus import resolve_path
+        from .paths import resolve_path
 
         p = Path(resolve_path(src.path))
         return read_disk(p if p.is_absolute() else workspace / p, src, where, workspace)

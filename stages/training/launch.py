@@ -41,17 +41,15 @@ agent per node, rendezvous on the job's first node).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-SHUTDOWN_TIMEOUT_S = 300  # how long torchrun lets ranks checkpoint after SIGTERM before SIGKILL
+from .process import SHUTDOWN_TIMEOUT_S, set_pdeathsig, stages_root, supervise
+
 NODE_RANK_ENV = "GENESIS_NODE_RANK"  # ≠ 0: this machine is not node 0 and must not run the build
 JOIN_TIMEOUT_S = 1800  # how long the nodes of a multi-node job wait for each other (store and rendezvous)
 JOB_KEY = "genesis/job"  # the key under which node 0's store holds the job file's path
@@ -63,13 +61,6 @@ def inside_rank() -> bool:
     if "TORCHELASTIC_RUN_ID" in env or ("RANK" in env and "WORLD_SIZE" in env and "MASTER_ADDR" in env):
         return True
     return int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env
-
-
-def stages_root() -> Path:
-    """Directory containing the ``stages`` package (put on the ranks' PYTHONPATH)."""
-    import stages
-
-    return Path(stages.__file__).resolve().parent.parent
 
 
 def node_rank_from_env() -> int:
@@ -168,35 +159,6 @@ def rank_env(parallel: Any) -> dict[str, str]:
     return env
 
 
-def _set_pdeathsig() -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _tail(path: Path, on_line: Callable[[dict[str, Any]], None], done: threading.Event) -> None:
-    pos = 0
-    while True:
-        finished = done.is_set()
-        if path.is_file():
-            with open(path) as f:
-                f.seek(pos)
-                chunk = f.read()
-            complete = chunk[: chunk.rfind("\n") + 1]
-            pos += len(complete.encode())
-            for line in complete.splitlines():
-                try:
-                    on_line(json.loads(line))
-                except ValueError:
-                    continue
-        if finished:
-            return
-        done.wait(0.5)
-
-
 def run_torchrun(job_path: Path, parallel: Any, progress_file: Path | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  module: str = "stages.training.train", stdout: Any = None,
@@ -240,48 +202,9 @@ def run_torchrun(job_path: Path, parallel: Any, progress_file: Path | None = Non
 def _run(cmd: list[str], env: dict[str, str], progress_file: Path | None,
          on_progress: Callable[[dict[str, Any]], None] | None, stdout: Any = None) -> int:
     """Run ``cmd`` (torchrun) in its own session, forwarding one SIGTERM to it, tailing progress."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_set_pdeathsig,
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=set_pdeathsig,
                             stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None)
-    return _supervise(proc, lambda: proc.send_signal(signal.SIGTERM), progress_file, on_progress)
-
-
-def _supervise(proc: subprocess.Popen, stop: Callable[[], None], progress_file: Path | None,
-               on_progress: Callable[[dict[str, Any]], None] | None) -> int:
-    """Wait for ``proc``; the first SIGTERM/SIGINT calls ``stop`` once; progress lines go to ``on_progress``."""
-    forwarded = threading.Event()
-
-    def forward(signum: int, frame: Any) -> None:
-        if not forwarded.is_set():
-            forwarded.set()
-            try:
-                stop()
-            except ProcessLookupError:
-                pass
-
-    old = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, forward)
-    done = threading.Event()
-    tail = None
-    if progress_file is not None and on_progress is not None:
-        tail = threading.Thread(target=_tail, args=(progress_file, on_progress, done), daemon=True)
-        tail.start()
-    try:
-        while True:
-            try:
-                rc = proc.wait()
-                break
-            except KeyboardInterrupt:
-                forward(signal.SIGINT, None)
-    finally:
-        done.set()
-        if tail is not None:
-            tail.join(timeout=5)
-        for sig, h in old.items():
-            signal.signal(sig, h)
-    time.sleep(0)  # let a pending signal handler run before we report
-    return rc
+    return supervise(proc, lambda: proc.send_signal(signal.SIGTERM), progress_file, on_progress)
 
 
 def join(target: str, wait_s: float = JOIN_TIMEOUT_S, module: str = "stages.training.train") -> int:

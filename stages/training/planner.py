@@ -66,7 +66,8 @@ def memory_per_rank(arch: Any, vocab_size: int, world: int, micro_batch: int, ch
     }
 
 
-def _human(n: float) -> str:
+def human(n: float) -> str:
+    """``1.23B``: a count with an SI-like suffix, for planner rows and probe answers."""
     for unit, div in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
         if abs(n) >= div:
             return f"{n / div:.2f}{unit}"
@@ -95,7 +96,7 @@ def plan(model_spec: Any, parallel_spec: Any, vocab_size: int | None) -> list[tu
     if not vocab_size:
         vocab_size, vocab_note = 32000, " (vocab unknown: assumed 32000)"
     pc = param_counts(arch, vocab_size)
-    rows.append(("params", f"{_human(pc['total'])} total, {_human(pc['non_embedding'])} non-embedding, "
+    rows.append(("params", f"{human(pc['total'])} total, {human(pc['non_embedding'])} non-embedding, "
                            f"vocab {vocab_size}{vocab_note}"))
     world = par.nproc_per_node * par.nnodes
     T = arch.context_length
@@ -110,7 +111,7 @@ def plan(model_spec: Any, parallel_spec: Any, vocab_size: int | None) -> list[tu
     steps = tr.total_steps
     total_tokens = steps * tr.global_batch_tokens
     chinchilla = 20 * pc["total"]
-    rows.append(("steps", f"{steps:,} ({_human(total_tokens)} tokens, {total_tokens / pc['total']:.1f} tokens/param; "
+    rows.append(("steps", f"{steps:,} ({human(total_tokens)} tokens, {total_tokens / pc['total']:.1f} tokens/param; "
                           f"20 tokens/param would be {-(-chinchilla // tr.global_batch_tokens):,} steps)"))
     if tr.schedule == "wsd":
         decay = min(int(round(steps * tr.decay_fraction)), steps - tr.warmup_steps)
@@ -136,7 +137,7 @@ def plan(model_spec: Any, parallel_spec: Any, vocab_size: int | None) -> list[tu
         fit = f" — {fit}"
     rows.append(("memory/rank: peak", f"≈ {_gib(peak)}{fit}"))
     fpt = flops_per_token(arch, vocab_size)
-    rows.append(("FLOPs/token", f"{_human(fpt)} (6N + attention); {_human(fpt * total_tokens)}FLOP for the run"))
+    rows.append(("FLOPs/token", f"{human(fpt)} (6N + attention); {human(fpt * total_tokens)}FLOP for the run"))
     tok_s, source = None, ""
     if par.tokens_per_second:
         tok_s, source = par.tokens_per_second, "measured (parallel spec)"
@@ -144,7 +145,7 @@ def plan(model_spec: Any, parallel_spec: Any, vocab_size: int | None) -> list[tu
         tok_s = par.peak_tflops_per_device * 1e12 * world * par.mfu_guess / fpt
         source = f"{par.peak_tflops_per_device:g} TFLOP/s × {world} × MFU {par.mfu_guess:g}"
     if tok_s:
-        rows.append(("throughput", f"{_human(tok_s)} tokens/s ({source})"))
+        rows.append(("throughput", f"{human(tok_s)} tokens/s ({source})"))
         rows.append(("ETA", f"{_duration(total_tokens / tok_s)} for {steps:,} steps "
                             f"({tr.global_batch_tokens / tok_s:.2f} s/step)"))
     else:
@@ -168,3 +169,24 @@ def launch_rows(parallel_spec: Any, job_name: str) -> list[tuple[str, str]]:
                            f"on {others} run `{join_command(par.rdzv_endpoint)}` (before or after node 0); the cache "
                            f"must be on a filesystem every node mounts at the same path")]
     return []
+
+
+def check_batch(spec: Any, parallel: Any, parallel_name: str = "parallel") -> None:
+    """global_batch_tokens must equal micro × accum × world × context for a whole accum ≥ 1."""
+    from genesis_build.errors import FieldError
+
+    T = spec.architecture.context_length
+    gbt = spec.training.global_batch_tokens
+    if gbt % T:
+        lo, hi = gbt // T * T, (gbt // T + 1) * T
+        raise FieldError("training.global_batch_tokens",
+                         f"{gbt} is not a multiple of architecture.context_length {T} (each step trains whole "
+                         f"sequences); use {lo or hi} or {hi}")
+    world, micro = parallel.world_size, parallel.micro_batch_size
+    unit = world * micro * T
+    if gbt % unit:
+        lo, hi = gbt // unit * unit, (gbt // unit + 1) * unit
+        raise FieldError("training.global_batch_tokens",
+                         f"{gbt} tokens/step cannot be split as micro {micro} × accum × world {world} × context {T} "
+                         f"(must be a multiple of {unit}); use {lo or hi} or {hi}, or change micro_batch_size / "
+                         f"nproc_per_node in specs/parallel/{parallel_name}.toml")

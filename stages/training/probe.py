@@ -49,23 +49,17 @@ def write_random_tokens(out: Path, vocab: int, tokens: int, seed: int = 0) -> Pa
     return out
 
 
-def probe_vocab(tokenizer: str, resolve: Callable[[str], Any], workspace: Path | None) -> tuple[int, str]:
-    """(vocab size, where it came from): the last built ``tokenize:<tok>`` meta.json, else the spec."""
+def probe_vocab(tokenizer: str, resolve: Callable[[str], Any],
+                lookup: Callable[[str], Any] | None = None) -> tuple[int, str]:
+    """(vocab size, where it came from): the ``meta.json`` of the ``tokenize:<tok>`` this workspace last
+    built (``lookup(node) -> InputRef | None``: the engine's read-only cache lookup), else the spec."""
     tok = ref_name(tokenizer)
-    if workspace is not None:
+    if lookup is not None:
         try:
-            from genesis_build.cache import Cache
-            from genesis_build.state import Refs, StateDB
-            from genesis_build.workspace import load
-
-            ws = load(Path(workspace))
-            db = ws.state_dir / "state.db"
-            if db.is_file():
-                ref = Refs(StateDB(db)).get(f"tokenize:{tok}")
-                if ref:
-                    meta = Cache(ws.cache_dir).data_dir(ref["key"]) / "meta.json"
-                    if meta.is_file():
-                        return int(json.loads(meta.read_text())["vocab_size"]), f"tokenize:{tok} meta.json"
+            ref = lookup(f"tokenize:{tok}")
+            meta = ref.path / "meta.json" if ref is not None else None
+            if meta is not None and meta.is_file():
+                return int(json.loads(meta.read_text())["vocab_size"]), f"tokenize:{tok} meta.json"
         except (OSError, ValueError, KeyError, GenesisError):
             pass
     try:
@@ -85,21 +79,21 @@ def _flops(x: float) -> str:
 
 
 def probe_pretrain(spec: Any, resolve: Callable[[str], Any], steps: int = 5, workspace: Path | None = None,
-                   node: str = "pretrain", parallel_address: str | None = None) -> str:
+                   node: str = "pretrain", parallel_address: str | None = None,
+                   lookup: Callable[[str], Any] | None = None) -> str:
     """Train ``steps`` + 1 steps of ``spec`` on its parallel layout; return the human-readable answer."""
     from stages.model_spec import Training
-    from stages.pretrain import check_batch
 
     from .config import TrainJob
     from .launch import run_torchrun
-    from .planner import _human, flops_per_token
+    from .planner import check_batch, flops_per_token, human
 
     if steps < 1:
         raise GenesisError("probe: --steps must be at least 1")
     parallel_address = parallel_address or spec.parallel
     parallel = resolve(parallel_address)
     check_batch(spec, parallel, ref_name(parallel_address))
-    vocab, vocab_src = probe_vocab(spec.tokenizer, resolve, workspace)
+    vocab, vocab_src = probe_vocab(spec.tokenizer, resolve, lookup)
     total = steps + 1  # + the warm-up step
     tr = spec.training.model_dump()
     tr.update(steps=total, tokens=None, warmup_steps=min(tr["warmup_steps"], total - 1), eval_every=total,
@@ -152,7 +146,7 @@ def probe_pretrain(spec: Any, resolve: Callable[[str], Any], steps: int = 5, wor
     if peak:
         fpt = flops_per_token(spec.architecture, vocab)
         mfu = fpt * tok_s / (float(peak) * world)
-        lines.append(f"  MFU         {100 * mfu:.1f} % ({_human(fpt)} FLOP/token; peak {_flops(float(peak))} per "
+        lines.append(f"  MFU         {100 * mfu:.1f} % ({human(fpt)} FLOP/token; peak {_flops(float(peak))} per "
                      f"device, {result.get('peak_flops_source')})")
     lines.append(f"→ put `tokens_per_second = {tok_s:.0f}` in specs/parallel/{ref_name(parallel_address)}.toml; "
                  f"the planner's ETA (genesis-build --dry-run {node}) uses it")

@@ -45,7 +45,7 @@ def gpus_per_node(parallel: Any) -> int:
 def sbatch_script(job_path: str, parallel: Any, *, job_name: str, python: str = sys.executable,
                   pythonpath: str | None = None, module: str = "stages.training.train") -> str:
     """The batch script for ``job_path`` (a path, or a placeholder for ``--dry-run``)."""
-    from .launch import SHUTDOWN_TIMEOUT_S, stages_root
+    from .process import SHUTDOWN_TIMEOUT_S, stages_root
 
     sl = parallel.slurm
     q = shlex.quote
@@ -125,7 +125,7 @@ def run_sbatch(job_path: Path, parallel: Any, progress_file: Path | None = None,
     """Write ``sbatch.sh`` next to ``job_path``, submit it with ``sbatch --wait``; returns the job's exit code."""
     from genesis_build.errors import GenesisError
 
-    from .launch import _set_pdeathsig, _supervise
+    from .process import set_pdeathsig, supervise
 
     say = log or (lambda m: print(m, flush=True))
     job_path = Path(job_path).resolve()
@@ -145,7 +145,7 @@ def run_sbatch(job_path: Path, parallel: Any, progress_file: Path | None = None,
     cmd = sbatch_command(script, run_dir)
     say(f"submitting {script}: {' '.join(shlex.quote(c) for c in cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_set_pdeathsig, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            preexec_fn=set_pdeathsig, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     job_id: list[str] = []
 
     def read_output() -> None:
@@ -173,7 +173,7 @@ def run_sbatch(job_path: Path, parallel: Any, progress_file: Path | None = None,
         else:
             proc.terminate()
 
-    rc = _supervise(proc, stop, progress_file, on_progress)
+    rc = supervise(proc, stop, progress_file, on_progress)
     reader.join(timeout=5)
     out = run_dir / f"slurm-{job_id[0]}.out" if job_id else None
     if rc != 0 and out is not None and out.is_file():

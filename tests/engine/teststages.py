@@ -17,7 +17,7 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from genesis_build.errors import FieldError, GenesisError
-from genesis_build.stage import Context, register_kind, spec_name, stage
+from genesis_build.stage import Context, SpecView, register_kind, stage
 
 
 class Shape(BaseModel):
@@ -54,12 +54,12 @@ def _log_run(ctx: Context) -> None:
             f.write(ctx.node + "\n")
 
 
-def _check(spec: TextSpec, resolve) -> None:
-    if spec.shape.repeat > 100:
+def _check(view: SpecView) -> None:
+    if view.spec.shape.repeat > 100:
         raise FieldError("shape.repeat", "must be at most 100")
 
 
-@stage("read", version=1, kind="text", fields=("shape",), files=lambda s, p: s.files, check=_check)
+@stage("read", version=1, kind="text", fields=("shape",), files=lambda v, p: v.spec.files, check=_check)
 def read(ctx: Context) -> None:
     """Concatenate the spec's files."""
     _log_run(ctx)
@@ -76,8 +76,8 @@ def _words_select(spec: dict, part: str | None) -> dict:
     return {"part": part}
 
 
-@stage("words", version=1, kind="text", parts=lambda s: s.parts, select=_words_select,
-       inputs=lambda s, p: {"text": f"read:{_name(s)}"})
+@stage("words", version=1, kind="text", parts=lambda v: v.spec.parts, select=_words_select,
+       inputs=lambda v, p: {"text": f"read:{v.name}"})
 def words(ctx: Context) -> None:
     """Count words containing the part's letter."""
     _log_run(ctx)
@@ -86,10 +86,10 @@ def words(ctx: Context) -> None:
     (ctx.out / "n.json").write_text(json.dumps({"letter": ctx.part, "n": n}))
 
 
-def _count_inputs(s: TextSpec, p: str | None) -> dict[str, str]:
-    ins = {"text": f"read:{_name(s)}", "words": f"words:{_name(s)}"}
-    if s.upstream:
-        ins["upstream"] = f"count:{s.upstream.split(':', 1)[1]}"
+def _count_inputs(v: SpecView, p: str | None) -> dict[str, str]:
+    ins = {"text": f"read:{v.name}", "words": f"words:{v.name}"}
+    if v.spec.upstream:
+        ins["upstream"] = f"count:{v.spec.upstream.split(':', 1)[1]}"
     return ins
 
 
@@ -106,7 +106,7 @@ def count(ctx: Context) -> None:
     ctx.stats(summary=f"{len(text.split())} words, {len(per)} letters counted")  # shown on the build line
 
 
-@stage("slow", version=1, kind="text", fields=("seconds",), inputs=lambda s, p: {"text": f"read:{_name(s)}"}, heavy=True)
+@stage("slow", version=1, kind="text", fields=("seconds",), inputs=lambda v, p: {"text": f"read:{v.name}"}, heavy=True)
 def slow(ctx: Context) -> None:
     """Sleep in steps, reporting progress (for lock/kill tests)."""
     _log_run(ctx)
@@ -117,6 +117,3 @@ def slow(ctx: Context) -> None:
         (ctx.out / f"step{i}.txt").write_text(str(i))
     print(f"slept {ctx.spec.seconds}s")
 
-
-def _name(spec: TextSpec) -> str:
-    return spec_name(spec)

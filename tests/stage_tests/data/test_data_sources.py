@@ -13,7 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from genesis_build.errors import FieldError, GenesisError
-from stages.corpus import CorpusSpec, _check, _source_select, resolve_path
+from genesis_build.stage import SpecView
+from stages.corpus import CorpusSpec, check_corpus, resolve_path
+from stages.corpus_source import _source_select
 from stages.data_lib.ingest import DOCS_FILE, build_source
 
 
@@ -152,15 +154,15 @@ def test_check_names_the_field_of_a_missing_path_or_empty_glob(tmp_path: Path, m
     (tmp_path / "ok.txt").write_text("fine")
     spec = d.corpus_spec([{"name": "a", "type": "text", "path": "ok.txt"}, {"name": "b", "type": "jsonl", "path": "nope.jsonl"}])
     with pytest.raises(FieldError) as e:
-        _check(spec, lambda a: None)
+        check_corpus(SpecView.of(spec, "corpus:t", tmp_path))
     assert e.value.field == "sources.1.path" and "'b'" in e.value.message and "nope.jsonl does not exist" in e.value.message
     spec = d.corpus_spec([{"name": "g", "type": "text", "glob": ["ok.txt", "data/*.md"]}])
     with pytest.raises(FieldError) as e:
-        _check(spec, lambda a: None)
+        check_corpus(SpecView.of(spec, "corpus:t", tmp_path))
     assert e.value.field == "sources.0.glob" and "data/*.md matches no file" in e.value.message
     spec = d.corpus_spec([{"name": "k", "type": "disk", "path": "ok.txt"}])
     with pytest.raises(FieldError, match="not a directory"):
-        _check(spec, lambda a: None)
+        check_corpus(SpecView.of(spec, "corpus:t", tmp_path))
 
 
 def _fails(tmp_path: Path, spec: CorpusSpec, name: str) -> str:

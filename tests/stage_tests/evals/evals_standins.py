@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 
-from genesis_build.stage import Context, spec_name, stage
+from genesis_build.stage import Context, stage
 
 
 def _env(name: str):
-    return lambda spec, part: [os.environ[name]]
+    return lambda view, part: [os.environ[name]]
 
 
 @stage("pretrain", version=1, kind="model", files=_env("EVT_METRICS"))
@@ -26,14 +26,14 @@ def pretrain(ctx: Context) -> None:
     shutil.copy(os.environ["EVT_METRICS"], ctx.out / "metrics.jsonl")
 
 
-@stage("export", version=1, kind="model", files=_env("EVT_BASE"), inputs=lambda s, p: {"pretrain": f"pretrain:{spec_name(s)}"})
+@stage("export", version=1, kind="model", files=_env("EVT_BASE"), inputs=lambda v, p: {"pretrain": f"pretrain:{v.name}"})
 def export(ctx: Context) -> None:
     """Publish the prebuilt base model."""
     shutil.copytree(os.environ["EVT_BASE"], ctx.out, dirs_exist_ok=True)
 
 
 @stage("export-aligned", version=1, kind="model", files=_env("EVT_ALIGNED"),
-       inputs=lambda s, p: {"pretrain": f"pretrain:{spec_name(s)}"})
+       inputs=lambda v, p: {"pretrain": f"pretrain:{v.name}"})
 def export_aligned(ctx: Context) -> None:
     """Publish the prebuilt 'aligned' model."""
     shutil.copytree(os.environ["EVT_ALIGNED"], ctx.out, dirs_exist_ok=True)

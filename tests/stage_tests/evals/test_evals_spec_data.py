@@ -117,7 +117,7 @@ def _touch(p: Path) -> Path:
 
 
 def test_eval_data_key_follows_builtin_content() -> None:
-    from stages.evals import _data_select
+    from stages.eval_data import _data_select
 
     dump = EvalsSpec.model_validate({"truthfulqa": {"limit": 3}}).model_dump(mode="json")
     sel = _data_select(dump, "truthfulqa")

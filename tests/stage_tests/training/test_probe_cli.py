@@ -97,9 +97,17 @@ def test_probe_takes_the_vocab_from_the_built_tokenize_output(tmp_path: Path, mo
     ws = WS(tmp_path / "ws")
     r = ws.cli("tokenize:mini")
     assert r.returncode == 0, r.stderr + r.stdout
+    from genesis_build.stage import lookup_object
+    from genesis_build.workspace import load
     from stages.training.probe import probe_vocab
 
     def resolve(address: str) -> object:
         raise AssertionError("the spec must not be needed when meta.json is there")
 
-    assert probe_vocab("tokenizer:mini", resolve, ws.root) == (257, "tokenize:mini meta.json")
+    w = load(ws.root)
+
+    def lookup(node: str):  # what the probe command's session.lookup does
+        return lookup_object(w.root, w.cache_dir, node)
+
+    assert probe_vocab("tokenizer:mini", resolve, lookup) == (257, "tokenize:mini meta.json")
+    assert lookup("tokenize:never-built") is None

@@ -1,4 +1,4 @@
-"""Stage ``prompts``: materialise a prompt set (``specs/prompts/<name>.toml``) as ``prompts.jsonl``.
+"""Spec kind and stage ``prompts``: materialise a prompt set (``specs/prompts/<name>.toml``) as ``prompts.jsonl``.
 
 Rows are ``{"id", "prompt", "category"}``; ``id`` is the digest of the prompt text, so the
 downstream per-sample cache follows prompts, not file positions. Duplicates and empty prompts are
@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from genesis_build.errors import GenesisError
-from genesis_build.stage import Context, stage
+from genesis_build.stage import Context, SpecView, register_kind, stage
 
 from stages.cai_lib.prompts import PromptsSpec, prompt_text
+
+register_kind("prompts", PromptsSpec, default_stage="prompts")
 
 FIELDS = ("builtin", "path", "dataset", "split", "revision", "column", "category_column", "categories", "limit")
 
 
-def _files(spec: PromptsSpec, part: str | None) -> list[str]:
+def _files(view: SpecView, part: str | None) -> list[str]:
+    spec: PromptsSpec = view.spec
     return [spec.path] if spec.path else []
 
 
