@@ -269,8 +269,9 @@ def _input_stats(engine: Any, graph: Any) -> list[list[Any]]:
 
     paths: list[str] = []
     for nid in graph.nodes:
-        paths += [str(p) for _, p in engine.project.file_inputs(engine.project.node(nid))]
-    return fastpath.snapshot(paths + sorted(engine.project.watched_dirs))
+        paths += [p for _, p in engine.project.file_input_strs(engine.project.node(nid))]
+    # the signatures the listing took (before any content was read) vouch for the files
+    return fastpath.snapshot(paths + sorted(engine.project.watched_dirs), known=engine.project.file_sigs)
 
 
 STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}

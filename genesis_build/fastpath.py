@@ -102,9 +102,15 @@ def try_noop(argv: list[str]) -> int | None:
     return 0
 
 
-def snapshot(paths: Iterable[str]) -> list[list[Any]]:
-    """Stat signatures of ``paths`` (taken before the status that they justify)."""
-    return [[p, _sig(p)] for p in sorted(set(paths))]
+def snapshot(paths: Iterable[str], known: dict[str, tuple[int, ...]] | None = None) -> list[list[Any]]:
+    """Stat signatures of ``paths`` (taken before the status that they justify); ``known`` holds
+    signatures already taken that way (by the listing of file inputs), so no file is stat'ed twice."""
+    known = known or {}
+    out = []
+    for p in sorted(set(paths)):
+        sig = known.get(p)
+        out.append([p, list(sig) if sig is not None else _sig(p)])
+    return out
 
 
 def save(root: Path, argv_args: dict[str, Any], stats: list[list[Any]], must_exist: list[str], plain: str, ansi: str) -> None:
