@@ -51,14 +51,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write a file via temp file + fsync + rename."""
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> None:
+    """Write a file via temp file + fsync + rename (``durable=False``: no fsync, for files that
+    only need to be read whole, never half-written, such as a lock's owner note)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 
@@ -326,7 +328,7 @@ class Cache:
                     waited = True
                     time.sleep(poll)
             info = {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "since": time.time()}
-            atomic_write(owner, json.dumps(info), mode=0o664)
+            atomic_write(owner, json.dumps(info), mode=0o664, durable=False)  # dies with the lock: no fsync
             try:
                 yield
             finally:

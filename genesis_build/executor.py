@@ -35,6 +35,7 @@ from .worker import DISK_FULL, DISK_FULL_EXIT
 from .workspace import Workspace
 
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
+REFS_FLUSH_S = 0.5  # how long a built object may wait to be recorded as a gc root (see _write_cache_ref)
 
 
 @dataclass
@@ -89,6 +90,8 @@ class Engine:
         self._source_hashes: dict[str, str] = {}
         self._cache_refs: dict[str, str] | None = None  # this workspace's refs file in the cache, as read
         self._refs_lock = threading.Lock()
+        self._pending_refs: dict[str, str] = {}
+        self._refs_flushed = time.monotonic()
         self.remote = None
         if ws.remote_url:
             from .remote import Remote
@@ -289,6 +292,8 @@ class Engine:
                     fut.cancel()
                 wait(list(running))
                 raise
+            finally:
+                self.flush_refs()
         for n in remaining:
             results.setdefault(n, NodeResult(n, "skipped", error="cancelled"))
         self._link_outputs(targets, results)
@@ -331,8 +336,11 @@ class Engine:
         return NodeResult(node.id, outcome, key, time.time() - t0, log=self.cache.log_path(key))
 
     def _write_cache_ref(self, nid: str, key: str) -> None:
-        """Record ``nid → key`` in the cache's refs of this workspace (a gc root), unless it is
-        already there: a no-op build then takes no lock and writes nothing."""
+        """Record ``nid → key`` in the cache's refs of this workspace (a gc root).
+
+        Already there (a cached node): nothing is written. Otherwise refs are batched: written (and
+        fsync'd) at most every ``REFS_FLUSH_S`` and once when the build ends, instead of one locked
+        read-modify-fsync of a file that grows with the graph for every node."""
         with self._refs_lock:
             if self._cache_refs is None:
                 try:
@@ -342,9 +350,21 @@ class Engine:
                     self._cache_refs = {}
             if self._cache_refs.get(nid) == key:
                 return
-        self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), {nid: key})
+            self._pending_refs[nid] = key
+            due = time.monotonic() - self._refs_flushed >= REFS_FLUSH_S
+        if due:
+            self.flush_refs()
+
+    def flush_refs(self) -> None:
+        """Write the batched refs (durably) to the cache."""
         with self._refs_lock:
-            self._cache_refs[nid] = key
+            pending, self._pending_refs = self._pending_refs, {}
+            self._refs_flushed = time.monotonic()
+            if not pending:
+                return
+            self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), pending)
+            assert self._cache_refs is not None
+            self._cache_refs.update(pending)
 
     def _lookup(self, key: str, node: Node, ui: Any) -> tuple[dict[str, Any], str] | None:
         """A usable cached object (checked before use; corrupt ones are quarantined) or a pull."""
