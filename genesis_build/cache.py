@@ -91,11 +91,16 @@ class Cache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._manifests: dict[str, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
+        self._dirs: dict[str, Path] = {}
 
     # ---- paths
     def object_dir(self, key: str) -> Path:
         """Directory of the object with this key (exists only once published)."""
-        return self.root / "objects" / key[:2] / key
+        d = self._dirs.get(key)
+        if d is None:  # memoised: a status asks several times per node, and pathlib is slow
+            d = self._dirs[key] = self.root / "objects" / key[:2] / key
+        return d
 
     def data_dir(self, key: str) -> Path:
         """The published outputs of an object."""
@@ -131,11 +136,22 @@ class Cache:
         return (self.object_dir(key) / MANIFEST).is_file()
 
     def manifest(self, key: str) -> dict[str, Any] | None:
-        """The object's manifest, or None when absent/unreadable."""
+        """The object's manifest, or None when absent/unreadable (read-only: it may be shared).
+
+        Parsed once per process while its stat signature is unchanged (a status reads each one
+        twice, and one of a node over 20,000 files lists them all)."""
+        path = self.object_dir(key) / MANIFEST
         try:
-            return json.loads((self.object_dir(key) / MANIFEST).read_text())
+            st = os.stat(path)
+            sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            hit = self._manifests.get(key)
+            if hit is not None and hit[0] == sig:
+                return hit[1]
+            m = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        self._manifests[key] = (sig, m)
+        return m
 
     def keys(self) -> Iterator[str]:
         """Keys of all published objects."""

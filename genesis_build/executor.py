@@ -19,8 +19,10 @@ import sys
 import threading
 import time
 import traceback
+from array import array
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,7 +140,11 @@ class Engine:
             from .keys import canonical_json
 
             h = xxhash.xxh3_128(canonical_json(self.project.key_material(node, input_digests, {})).encode())
-            h.update(repr(listed).encode())
+            h.update("\0".join(k for k, _ in listed).encode())
+            try:
+                h.update(array("q", chain.from_iterable(sig for _, sig in listed)).tobytes())  # type: ignore[misc]
+            except OverflowError:  # a 64-bit unsigned inode number
+                h.update(repr([sig for _, sig in listed]).encode())
             fp = h.hexdigest()
             known = memo.get(node.id) if memo is not None else None
             if known is None and memo is None:

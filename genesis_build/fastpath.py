@@ -106,18 +106,17 @@ def snapshot(paths: Iterable[str], known: dict[str, tuple[int, ...]] | None = No
     """Stat signatures of ``paths`` (taken before the status that they justify); ``known`` holds
     signatures already taken that way (by the listing of file inputs), so no file is stat'ed twice."""
     known = known or {}
-    out = []
-    for p in sorted(set(paths)):
-        sig = known.get(p)
-        out.append([p, list(sig) if sig is not None else _sig(p)])
-    return out
+    return [[p, known.get(p) or _sig(p)] for p in sorted(set(paths))]  # a tuple is saved as a list
 
 
 def save(root: Path, argv_args: dict[str, Any], stats: list[list[Any]], must_exist: list[str], plain: str, ansi: str) -> None:
     """Record a no-op answer for these arguments (unless a file it vouches for is too fresh)."""
-    from .state import is_racy
+    import time
 
-    if any(sig is not None and is_racy(sig) for _, sig in stats):
+    from .state import RACY_NS
+
+    now = time.time_ns()
+    if any(sig is not None and now - max(sig[2], sig[3]) < RACY_NS for _, sig in stats):  # state.is_racy, inlined
         return
     path = _record_path(root, argv_args)
     path.parent.mkdir(parents=True, exist_ok=True)

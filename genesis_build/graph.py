@@ -54,6 +54,8 @@ class Project:
         self._file_inputs: dict[str, list[tuple[str, str]]] = {}
         self._file_paths: dict[str, list[tuple[str, Path]]] = {}
         self._real_dirs: dict[str, str] = {}
+        self._parts: dict[tuple[str, str], list[str] | None] = {}
+        self._part_sets: dict[tuple[str, str], set[str]] = {}
         self.file_sigs: dict[str, tuple[int, int, int, int]] = {}  # file → stat signature when listed
         import sys
 
@@ -73,7 +75,7 @@ class Project:
         if prefix in all_stages:
             stage = all_stages[prefix]
             spec = self._spec_for(stage, name, target)
-            parts = stage.node_parts(spec.model)
+            parts = self._parts_of(stage, spec)
             if parts is None:
                 if part:
                     raise TargetError(f"{target}: stage {prefix} has no parts")
@@ -90,6 +92,15 @@ class Project:
             return self.resolve_target(node_id(k.default_stage, name, part))
         choices = sorted(set(all_stages) | set(kinds()))
         raise TargetError(f"{target}: unknown stage or kind '{prefix}'{did_you_mean(prefix, choices)}")
+
+    def _parts_of(self, stage: Stage, spec: Spec) -> list[str] | None:
+        """``stage.node_parts`` memoised per spec: a fan-out of N parts is asked N times while
+        expanding (once per node), which must not cost N² work."""
+        k = (stage.name, spec.address)
+        if k not in self._parts:
+            parts = self._parts[k] = stage.node_parts(spec.model)
+            self._part_sets[k] = set(parts or ())
+        return self._parts[k]
 
     def _spec_for(self, stage: Stage, name: str, where: str) -> Spec:
         address = f"{stage.kind}:{name}"
@@ -112,8 +123,8 @@ class Project:
             except FieldError as e:
                 target = self.specs.get(e.address) if e.address else spec
                 raise self.specs.field_error(target, e) from None
-        parts = stage.node_parts(spec.model)
-        if (parts is None) != (part is None) or (part is not None and part not in (parts or [])):
+        parts = self._parts_of(stage, spec)
+        if (parts is None) != (part is None) or (part is not None and part not in self._part_sets[(stage.name, spec.address)]):
             raise TargetError(f"{nid}: not a node of stage {prefix} (parts: {', '.join(parts or []) or 'none'})")
         try:
             inputs = stage.node_inputs(spec.model, part)
