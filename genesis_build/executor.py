@@ -132,19 +132,19 @@ class Engine:
         """
         files = self.project.file_input_strs(node)
         sigs = self.project.file_sigs
-        listed = [(k, sigs.get(f)) for k, f in files]
+        listed = [sigs.get(f) for _, f in files]
         fp = None
-        if files and all(sig is not None for _, sig in listed):
+        if files and None not in listed:
             import xxhash
 
             from .keys import canonical_json
 
             h = xxhash.xxh3_128(canonical_json(self.project.key_material(node, input_digests, {})).encode())
-            h.update("\0".join(k for k, _ in listed).encode())
+            h.update("\0".join([k for k, _ in files]).encode())
             try:
-                h.update(array("q", chain.from_iterable(sig for _, sig in listed)).tobytes())  # type: ignore[misc]
+                h.update(array("q", chain.from_iterable(listed)).tobytes())  # type: ignore[arg-type]
             except OverflowError:  # a 64-bit unsigned inode number
-                h.update(repr([sig for _, sig in listed]).encode())
+                h.update(repr(listed).encode())
             fp = h.hexdigest()
             known = memo.get(node.id) if memo is not None else None
             if known is None and memo is None:
@@ -154,7 +154,7 @@ class Engine:
         material = self.material(node, input_digests)
         key = digest_json(material)
         if fp is not None:
-            newest = max(max(sig[2], sig[3]) for _, sig in listed)  # type: ignore[index]
+            newest = max(max(sig[2], sig[3]) for sig in listed)  # type: ignore[index]
             if time.time_ns() - newest >= self.state.racy_ns:
                 if writes is not None:
                     writes.append((node.id, fp, key))
