@@ -96,6 +96,26 @@ def make_data(d: Path, n: int, mib: int) -> None:
         (d / f"f{i:05d}.bin").write_bytes(os.urandom(mib << 20))
 
 
+def write_genesis_workspace(g: Path, plugin: str = STAGES, default: str = "bench:files",
+                            specs: dict[str, str] | None = None) -> None:
+    """A genesis-build workspace at ``g`` (its data already there): the plugin module and specs."""
+    (g / "bench_stages.py").write_text(textwrap.dedent(plugin))
+    (g / "genesis.toml").write_text(f'[workspace]\ndefault = "{default}"\nplugins = ["bench_stages"]\n')
+    for rel, text in (specs or {"bench/files.toml": 'data = "data"\n'}).items():
+        (g / "specs" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (g / "specs" / rel).write_text(text)
+
+
+def write_dvc_project(v: Path, dvc: str, yaml: str | None = None, scripts: dict[str, str] | None = None) -> None:
+    """A git + DVC project at ``v`` (its data already there): scripts, dvc.yaml, analytics off."""
+    for name, code in (DVC_SCRIPTS if scripts is None else scripts).items():
+        (v / name).write_text(code)
+    (v / "dvc.yaml").write_text(DVC_YAML.format(py=sys.executable) if yaml is None else yaml)
+    run(["git", "init", "-q"], v)
+    run([dvc, "init", "-q"], v)
+    run([dvc, "config", "core.analytics", "false"], v)
+
+
 def touch_all(d: Path) -> None:
     """Change every file's mtime, not its content."""
     now = time.time_ns()
@@ -121,16 +141,8 @@ def main() -> None:
         print(f"creating {args.files} files of {args.mib} MiB …", flush=True)
         make_data(g / "data", args.files, args.mib)
         shutil.copytree(g / "data", v / "data")
-        (g / "bench_stages.py").write_text(textwrap.dedent(STAGES))
-        (g / "genesis.toml").write_text('[workspace]\ndefault = "bench:files"\nplugins = ["bench_stages"]\n')
-        (g / "specs" / "bench").mkdir(parents=True)
-        (g / "specs" / "bench" / "files.toml").write_text('data = "data"\n')
-        for name, code in DVC_SCRIPTS.items():
-            (v / name).write_text(code)
-        (v / "dvc.yaml").write_text(DVC_YAML.format(py=sys.executable))
-        run(["git", "init", "-q"], v)
-        run([args.dvc, "init", "-q"], v)
-        run([args.dvc, "config", "core.analytics", "false"], v)
+        write_genesis_workspace(g)
+        write_dvc_project(v, args.dvc)
 
         t_g_build, _ = run(gb, g, env)
         t_d_build, _ = run([args.dvc, "repro"], v)

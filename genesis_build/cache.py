@@ -52,14 +52,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write a file via temp file + fsync + rename."""
+def atomic_write(path: Path, data: bytes | str, mode: int = 0o644, durable: bool = True) -> None:
+    """Write a file via temp file + fsync + rename (``durable=False``: no fsync, for files that
+    only need to be read whole, never half-written, such as a lock's owner note)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, path)
 
@@ -90,11 +92,16 @@ class Cache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._manifests: dict[str, tuple[tuple[int, int, int, int], dict[str, Any]]] = {}
+        self._dirs: dict[str, Path] = {}
 
     # ---- paths
     def object_dir(self, key: str) -> Path:
         """Directory of the object with this key (exists only once published)."""
-        return self.root / "objects" / key[:2] / key
+        d = self._dirs.get(key)
+        if d is None:  # memoised: a status asks several times per node, and pathlib is slow
+            d = self._dirs[key] = self.root / "objects" / key[:2] / key
+        return d
 
     def data_dir(self, key: str) -> Path:
         """The published outputs of an object."""
@@ -130,11 +137,22 @@ class Cache:
         return (self.object_dir(key) / MANIFEST).is_file()
 
     def manifest(self, key: str) -> dict[str, Any] | None:
-        """The object's manifest, or None when absent/unreadable."""
+        """The object's manifest, or None when absent/unreadable (read-only: it may be shared).
+
+        Parsed once per process while its stat signature is unchanged (a status reads each one
+        twice, and one of a node over 20,000 files lists them all)."""
+        path = self.object_dir(key) / MANIFEST
         try:
-            return json.loads((self.object_dir(key) / MANIFEST).read_text())
+            st = os.stat(path)
+            sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            hit = self._manifests.get(key)
+            if hit is not None and hit[0] == sig:
+                return hit[1]
+            m = json.loads(path.read_text())
         except (OSError, ValueError):
             return None
+        self._manifests[key] = (sig, m)
+        return m
 
     def keys(self) -> Iterator[str]:
         """Keys of all published objects."""
@@ -327,7 +345,7 @@ class Cache:
                     waited = True
                     time.sleep(poll)
             info = {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "since": time.time()}
-            atomic_write(owner, json.dumps(info), mode=0o664)
+            atomic_write(owner, json.dumps(info), mode=0o664, durable=False)  # dies with the lock: no fsync
             try:
                 yield
             finally:

@@ -19,8 +19,10 @@ import sys
 import threading
 import time
 import traceback
+from array import array
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from .state import Refs, StateDB
 from .workspace import Workspace
 
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
+REFS_FLUSH_S = 0.5  # how long a built object may wait to be recorded as a gc root (see _write_cache_ref)
 
 
 @dataclass
@@ -96,6 +99,10 @@ class Engine:
         self.refs = Refs(self.state)
         self.console = console
         self._source_hashes: dict[str, str] = {}
+        self._cache_refs: dict[str, str] | None = None  # this workspace's refs file in the cache, as read
+        self._refs_lock = threading.Lock()
+        self._pending_refs: dict[str, str] = {}
+        self._refs_flushed = time.monotonic()
         self.remote = None
         if ws.remote_url:
             from .remote import Remote
@@ -111,19 +118,63 @@ class Engine:
         return self._source_hashes[f]
 
     def file_digests(self, node: Node) -> dict[str, str]:
-        """Content digests of the node's file inputs, through the state DB."""
-        files = self.project.file_inputs(node)
-        digests = self.state.digest_many([p for _, p in files])
+        """Content digests of the node's file inputs, through the state DB (reusing the stat
+        signatures the listing took)."""
+        files = self.project.file_input_strs(node)
+        digests = self.state.digest_many([p for _, p in files], self.project.file_sigs)
         return {k: digests[p] for k, p in files}
 
     def material(self, node: Node, input_digests: dict[str, str]) -> dict[str, Any]:
         """Key material of a node given its inputs' output digests."""
         return self.project.key_material(node, input_digests, self.file_digests(node))
 
+    def node_key(self, node: Node, input_digests: dict[str, str],
+                 memo: dict[str, tuple[str, str]] | None = None,
+                 writes: list[tuple[str, str, str]] | None = None) -> tuple[str, dict[str, Any] | None]:
+        """The node's key, and its key material when it had to be computed.
+
+        A node over thousands of files would look up every file's digest and hash a material that
+        lists them all. Instead, the fingerprint of (material without file digests, every file's key
+        path and stat signature) is compared with the one recorded beside the key last time: equal
+        means no file changed (the signatures are those the state DB trusts, and a fingerprint is
+        only recorded when none of them is within the racy window), so the key is reused.
+        """
+        files = self.project.file_input_strs(node)
+        sigs = self.project.file_sigs
+        listed = [sigs.get(f) for _, f in files]
+        fp = None
+        if files and None not in listed:
+            import xxhash
+
+            from .keys import canonical_json
+
+            h = xxhash.xxh3_128(canonical_json(self.project.key_material(node, input_digests, {})).encode())
+            h.update("\0".join([k for k, _ in files]).encode())
+            try:
+                h.update(array("q", chain.from_iterable(listed)).tobytes())  # type: ignore[arg-type]
+            except OverflowError:  # a 64-bit unsigned inode number
+                h.update(repr(listed).encode())
+            fp = h.hexdigest()
+            known = memo.get(node.id) if memo is not None else None
+            if known is None and memo is None:
+                known = self.state.memo_keys([node.id]).get(node.id)
+            if known is not None and known[0] == fp:
+                return known[1], None
+        material = self.material(node, input_digests)
+        key = digest_json(material)
+        if fp is not None:
+            newest = max(max(sig[2], sig[3]) for sig in listed)  # type: ignore[index]
+            if time.time_ns() - newest >= self.state.racy_ns:
+                if writes is not None:
+                    writes.append((node.id, fp, key))
+                else:
+                    self.state.put_keys([(node.id, fp, key)])
+        return key, material
+
     def source_warning(self, node: Node) -> str | None:
         """A warning when the stage's source changed since the last build but its version did not."""
-        ref = self.refs.get(node.id)
-        if ref and ref["version"] == node.stage.version and ref["source_hash"] and ref["source_hash"] != self.source_hash(node):
+        ref = self.refs.head(node.id)
+        if ref and ref[2] == node.stage.version and ref[1] and ref[1] != self.source_hash(node):
             return (f"stage {node.stage.name} source changed since the last build of {node.id} but its version "
                     f"is still {node.stage.version}: bump `version` if outputs change")
         return None
@@ -134,7 +185,10 @@ class Engine:
         import networkx as nx
 
         out: dict[str, NodeStatus] = {}
-        for nid in nx.topological_sort(graph):
+        order = list(nx.topological_sort(graph))
+        memo = self.state.memo_keys(order)
+        writes: list[tuple[str, str, str]] = []
+        for nid in order:
             node = self.project.node(nid)
             inputs = self.project.input_ids(node)
             warnings = [w for w in [self.source_warning(node)] if w]
@@ -144,9 +198,8 @@ class Engine:
                 out[nid] = NodeStatus(nid, node.stage.name, None, WAITING, [_waiting_reason(pending)], list(inputs.values()),
                                       warnings=warnings, describe=describe)
                 continue
-            material = self.material(node, {n: out[i].digest for n, i in inputs.items()})
-            key = digest_json(material)
-            ref = self.refs.get(nid)
+            input_digests = {n: out[i].digest for n, i in inputs.items()}
+            key, material = self.node_key(node, input_digests, memo, writes)  # type: ignore[arg-type]
             if nid in force:
                 st = NodeStatus(nid, node.stage.name, key, FORCED, ["--force"], list(inputs.values()))
             elif self.cache.has(key):
@@ -155,16 +208,21 @@ class Engine:
             elif self.remote is not None and self.remote.has(key):
                 st = NodeStatus(nid, node.stage.name, key, CACHED, ["in remote cache (will pull)"], list(inputs.values()),
                                 digest=self.remote.output_digest(key))
-            elif ref is None:
-                st = NodeStatus(nid, node.stage.name, key, MISSING, ["never built"], list(inputs.values()))
-            elif ref["key"] == key:
-                st = NodeStatus(nid, node.stage.name, key, MISSING, ["object missing from the cache (gc'd or quarantined)"],
-                                list(inputs.values()))
             else:
-                st = NodeStatus(nid, node.stage.name, key, STALE, describe_changes(ref["material"], material),
-                                list(inputs.values()))
+                ref = self.refs.get(nid)
+                if ref is None:
+                    st = NodeStatus(nid, node.stage.name, key, MISSING, ["never built"], list(inputs.values()))
+                elif ref["key"] == key:
+                    st = NodeStatus(nid, node.stage.name, key, MISSING, ["object missing from the cache (gc'd or quarantined)"],
+                                    list(inputs.values()))
+                else:
+                    if material is None:
+                        material = self.material(node, input_digests)  # type: ignore[arg-type]
+                    st = NodeStatus(nid, node.stage.name, key, STALE, describe_changes(ref["material"], material),
+                                    list(inputs.values()))
             st.warnings, st.describe = warnings, describe
             out[nid] = st
+        self.state.put_keys(writes)
         return out
 
     # ---- build
@@ -248,6 +306,8 @@ class Engine:
                     fut.cancel()
                 wait(list(running))
                 raise
+            finally:
+                self.flush_refs()
         for n in remaining:
             results.setdefault(n, NodeResult(n, "skipped", error="cancelled"))
         self._link_outputs(targets, results)
@@ -256,8 +316,8 @@ class Engine:
     def _build_node(self, node: Node, inputs: dict[str, str], digests: dict[str, str], built_keys: dict[str, str], forced: bool,
                     options: dict[str, Any], git: str | None, ui: Any, cancel: threading.Event) -> NodeResult:
         t0 = time.time()
-        material = self.material(node, {name: digests[i] for name, i in inputs.items()})
-        key = digest_json(material)
+        input_digests = {name: digests[i] for name, i in inputs.items()}
+        key, material = self.node_key(node, input_digests)
         warning = self.source_warning(node)
         if warning and ui:
             ui.warn(warning)
@@ -269,6 +329,8 @@ class Engine:
                 if hit is None:
                     if cancel.is_set():
                         return NodeResult(node.id, "skipped", key, error="cancelled")
+                    if material is None:
+                        material = self.material(node, input_digests)
                     manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()}, options, git, ui)
                     outcome = "built"
                     if self.remote is not None and self.ws.remote_push:
@@ -279,13 +341,48 @@ class Engine:
             manifest, outcome = hit
         digests[node.id] = manifest["output_digest"]
         built_keys[node.id] = key
-        self.refs.put(node.id, key, material, self.source_hash(node), node.stage.version, manifest["output_digest"])
-        self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), {node.id: key})
+        head = (key, self.source_hash(node), node.stage.version, manifest["output_digest"])
+        if self.refs.head(node.id) != head:  # unchanged for a cached node: skip re-serialising its material
+            if material is None:
+                material = self.material(node, input_digests)
+            self.refs.put(node.id, key, material, *head[1:])
+        self._write_cache_ref(node.id, key)
         # a stage's own words about what this build did (e.g. how much it generated vs reused): only
         # for a run, since a cached object did nothing now
         summary = (manifest.get("stats") or {}).get("summary") if outcome == "built" else None
         return NodeResult(node.id, outcome, key, time.time() - t0, log=self.cache.log_path(key),
                           summary=str(summary) if summary is not None else None)
+
+    def _write_cache_ref(self, nid: str, key: str) -> None:
+        """Record ``nid → key`` in the cache's refs of this workspace (a gc root).
+
+        Already there (a cached node): nothing is written. Otherwise refs are batched: written (and
+        fsync'd) at most every ``REFS_FLUSH_S`` and once when the build ends, instead of one locked
+        read-modify-fsync of a file that grows with the graph for every node."""
+        with self._refs_lock:
+            if self._cache_refs is None:
+                try:
+                    path = self.cache.root / "refs" / f"{workspace_id(self.ws)}.json"
+                    self._cache_refs = dict(json.loads(path.read_text()).get("nodes", {}))
+                except (OSError, ValueError, AttributeError):
+                    self._cache_refs = {}
+            if self._cache_refs.get(nid) == key:
+                return
+            self._pending_refs[nid] = key
+            due = time.monotonic() - self._refs_flushed >= REFS_FLUSH_S
+        if due:
+            self.flush_refs()
+
+    def flush_refs(self) -> None:
+        """Write the batched refs (durably) to the cache."""
+        with self._refs_lock:
+            pending, self._pending_refs = self._pending_refs, {}
+            self._refs_flushed = time.monotonic()
+            if not pending:
+                return
+            self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), pending)
+            assert self._cache_refs is not None
+            self._cache_refs.update(pending)
 
     def _lookup(self, key: str, node: Node, ui: Any) -> tuple[dict[str, Any], str] | None:
         """A usable cached object (checked before use; corrupt ones are quarantined) or a pull."""

@@ -102,16 +102,21 @@ def try_noop(argv: list[str]) -> int | None:
     return 0
 
 
-def snapshot(paths: Iterable[str]) -> list[list[Any]]:
-    """Stat signatures of ``paths`` (taken before the status that they justify)."""
-    return [[p, _sig(p)] for p in sorted(set(paths))]
+def snapshot(paths: Iterable[str], known: dict[str, tuple[int, ...]] | None = None) -> list[list[Any]]:
+    """Stat signatures of ``paths`` (taken before the status that they justify); ``known`` holds
+    signatures already taken that way (by the listing of file inputs), so no file is stat'ed twice."""
+    known = known or {}
+    return [[p, known.get(p) or _sig(p)] for p in sorted(set(paths))]  # a tuple is saved as a list
 
 
 def save(root: Path, argv_args: dict[str, Any], stats: list[list[Any]], must_exist: list[str], plain: str, ansi: str) -> None:
     """Record a no-op answer for these arguments (unless a file it vouches for is too fresh)."""
-    from .state import is_racy
+    import time
 
-    if any(sig is not None and is_racy(sig) for _, sig in stats):
+    from .state import RACY_NS
+
+    now = time.time_ns()
+    if any(sig is not None and now - max(sig[2], sig[3]) < RACY_NS for _, sig in stats):  # state.is_racy, inlined
         return
     path = _record_path(root, argv_args)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,5 +212,6 @@ def input_stats(engine: Any, graph: Any) -> list[list[Any]]:
     """Stats of every node's file inputs and of the directories their globs listed."""
     paths: list[str] = []
     for nid in graph.nodes:
-        paths += [str(p) for _, p in engine.project.file_inputs(engine.project.node(nid))]
-    return snapshot(paths + sorted(engine.project.watched_dirs))
+        paths += [p for _, p in engine.project.file_input_strs(engine.project.node(nid))]
+    # the signatures the listing took (before any content was read) vouch for the files
+    return snapshot(paths + sorted(engine.project.watched_dirs), known=engine.project.file_sigs)

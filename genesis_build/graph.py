@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,13 @@ class Project:
 
         self.allowed_roots = [root.resolve(), Path(sysconfig.get_paths()["stdlib"]).resolve(),
                               *[p.resolve() for p in allow_paths or []]]
-        self._file_inputs: dict[str, list[tuple[str, Path]]] = {}
+        self._allowed = [str(r) for r in self.allowed_roots]
+        self._file_inputs: dict[str, list[tuple[str, str]]] = {}
+        self._file_paths: dict[str, list[tuple[str, Path]]] = {}
+        self._real_dirs: dict[str, str] = {}
+        self._parts: dict[tuple[str, str], list[str] | None] = {}
+        self._part_sets: dict[tuple[str, str], set[str]] = {}
+        self.file_sigs: dict[str, tuple[int, int, int, int]] = {}  # file → stat signature when listed
         import sys
 
         if str(root) not in sys.path:
@@ -68,7 +75,7 @@ class Project:
         if prefix in all_stages:
             stage = all_stages[prefix]
             spec = self._spec_for(stage, name, target)
-            parts = stage.node_parts(self.view(spec))
+            parts = self._parts_of(stage, spec)
             if parts is None:
                 if part:
                     raise TargetError(f"{target}: stage {prefix} has no parts")
@@ -85,6 +92,15 @@ class Project:
             return self.resolve_target(node_id(k.default_stage, name, part))
         choices = sorted(set(all_stages) | set(kinds()))
         raise TargetError(f"{target}: unknown stage or kind '{prefix}'{did_you_mean(prefix, choices)}")
+
+    def _parts_of(self, stage: Stage, spec: Spec) -> list[str] | None:
+        """``stage.node_parts`` memoised per spec: a fan-out of N parts is asked N times while
+        expanding (once per node), which must not cost N² work."""
+        k = (stage.name, spec.address)
+        if k not in self._parts:
+            parts = self._parts[k] = stage.node_parts(self.view(spec))
+            self._part_sets[k] = set(parts or ())
+        return self._parts[k]
 
     def _spec_for(self, stage: Stage, name: str, where: str) -> Spec:
         address = f"{stage.kind}:{name}"
@@ -108,8 +124,8 @@ class Project:
             except FieldError as e:
                 target = self.specs.get(e.address) if e.address else spec
                 raise self.specs.field_error(target, e) from None
-        parts = stage.node_parts(view)
-        if (parts is None) != (part is None) or (part is not None and part not in (parts or [])):
+        parts = self._parts_of(stage, spec)
+        if (parts is None) != (part is None) or (part is not None and part not in self._part_sets[(stage.name, spec.address)]):
             raise TargetError(f"{nid}: not a node of stage {prefix} (parts: {', '.join(parts or []) or 'none'})")
         try:
             inputs = stage.node_inputs(view, part)
@@ -187,12 +203,20 @@ class Project:
 
     def file_inputs(self, node: Node) -> list[tuple[str, Path]]:
         """(key path, absolute path) of every file input, sorted (memoised per command)."""
+        if node.id not in self._file_paths:
+            self._file_paths[node.id] = [(k, Path(f)) for k, f in self.file_input_strs(node)]
+        return self._file_paths[node.id]
+
+    def file_input_strs(self, node: Node) -> list[tuple[str, str]]:
+        """``file_inputs`` as strings (no Path objects: cheap at 200,000 files). Each listed file's
+        stat signature, taken while listing it, is left in ``file_sigs`` for the state DB and the
+        no-op record, so a file is stat'ed once per command."""
         if node.id not in self._file_inputs:
             self._file_inputs[node.id] = self._expand_files(node)
         return self._file_inputs[node.id]
 
-    def _expand_files(self, node: Node) -> list[tuple[str, Path]]:
-        out: dict[str, Path] = {}
+    def _expand_files(self, node: Node) -> list[tuple[str, str]]:
+        out: dict[str, str] = {}
         for pattern in node.file_patterns:
             p = Path(os.path.expanduser(pattern))
             if not p.is_absolute():
@@ -200,28 +224,99 @@ class Project:
             if GLOB_CHARS & set(pattern):
                 base = _glob_base(p)
                 self._watch(base, recursive="**" in pattern)
-                matches = [Path(m) for m in sorted(globmod.glob(str(p), recursive=True))]
-                for m in matches:
-                    for f in _files_under(m):
-                        out[self._key_path(f, base)] = f
-            elif p.is_dir():
-                self._watch(p, recursive=True)
-                for f in _files_under(p):
-                    out[self._key_path(f, p.parent)] = f
-            elif p.is_file():
-                out[self._key_path(p, p.parent)] = p
+                for m in sorted(globmod.glob(str(p), recursive=True)):
+                    self._add_path(node, out, m, str(base))
             else:
-                raise TargetError(f"{node.id}: file input {pattern} does not exist")
-        for f in out.values():
-            self._check_inside(node, f)
-        return sorted(out.items())
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    raise TargetError(f"{node.id}: file input {pattern} does not exist") from None
+                if stat.S_ISDIR(st.st_mode):
+                    self._add_tree(node, out, str(p), str(p.parent), dirs=self.watched_dirs)
+                elif stat.S_ISREG(st.st_mode):
+                    self._add_path(node, out, str(p), str(p.parent))
+                else:
+                    raise TargetError(f"{node.id}: file input {pattern} does not exist")
+        return [(k, out[k]) for k in sorted(out)]  # sorting the keys alone: no tuple comparisons
 
-    def _check_inside(self, node: Node, f: Path) -> None:
-        real = f.resolve()
-        if not any(real == r or r in real.parents for r in self.allowed_roots):
+    def _add_path(self, node: Node, out: dict[str, str], path: str, base: str) -> None:
+        """A glob match or a named file: a directory adds its files, a regular file itself."""
+        try:
+            lst = os.lstat(path)
+            st = os.stat(path) if stat.S_ISLNK(lst.st_mode) else lst
+        except OSError:
+            return  # vanished, or a dangling link: as before, not an input
+        if stat.S_ISDIR(st.st_mode):
+            self._add_tree(node, out, path, base, dirs=None)
+        elif stat.S_ISREG(st.st_mode):
+            self._check_inside(node, path, stat.S_ISLNK(lst.st_mode))
+            self.file_sigs[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            out[self._key_prefix(os.path.dirname(path), base) + os.path.basename(path)] = path
+
+    def _add_tree(self, node: Node, out: dict[str, str], top: str, base: str, dirs: set[str] | None) -> None:
+        """Every file below ``top`` through ``os.scandir`` (one stat a file, from its entry).
+
+        Symlinks to files are inputs (their target is checked to lie inside an allowed root);
+        symlinks to directories are neither followed nor inputs, as with ``keys.list_files``."""
+        prefix = self._key_prefix(top, base)
+        real_top = os.path.realpath(top)
+        top_inside = self._inside(real_top)  # then so is every non-link below it
+        sigs = self.file_sigs
+        stack = [(top, real_top, prefix)]
+        while stack:
+            d, real_d, pre = stack.pop()
+            if dirs is not None:
+                dirs.add(d)
+            with os.scandir(d) as it:
+                for e in it:  # the hot loop at 200,000 files: keep the common case short
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((e.path, f"{real_d}/{e.name}", f"{pre}{e.name}/"))
+                        continue
+                    path = e.path
+                    if e.is_symlink():
+                        try:
+                            st = e.stat()
+                        except OSError:
+                            st = None  # dangling link: listed, and reading it fails as before
+                        if st is not None and stat.S_ISDIR(st.st_mode):
+                            continue  # a linked dir's files are not inputs
+                        self._check_inside(node, path, True)
+                        if st is None:
+                            out[pre + e.name] = path
+                            continue
+                    else:
+                        st = e.stat(follow_symlinks=False)
+                        if not top_inside and not self._inside(f"{real_d}/{e.name}"):
+                            self._check_inside(node, path, False)
+                    sigs[path] = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    out[pre + e.name] = path
+
+    def _key_prefix(self, d: str, base: str) -> str:
+        """Key path prefix of files in directory ``d``: relative to the root (lexically, like
+        ``Path.relative_to``), else ``@/`` + relative to ``base``."""
+        root = str(self.root)
+        for anchor, head in ((root, ""), (base, "@/")):
+            if d == anchor:
+                return head
+            if d.startswith(anchor.rstrip("/") + "/"):
+                return head + d[len(anchor.rstrip("/")) + 1:] + "/"
+        return "@/"  # not reached: d is always below base
+
+    def _inside(self, real: str) -> bool:
+        return any(real == r or real.startswith(r.rstrip("/") + "/") for r in self._allowed)
+
+    def _check_real(self, node: Node, f: str, real: str) -> None:
+        if not self._inside(real):
             shown = f if f == real else f"{f} → {real}"
             raise TargetError(f"{node.id}: file input {shown} is outside the workspace; add its directory to "
                               f"[workspace] allow_paths in genesis.toml to read it")
+
+    def _check_inside(self, node: Node, f: str, link: bool) -> None:
+        d = os.path.dirname(f)
+        real_d = self._real_dirs.get(d)
+        if real_d is None:
+            real_d = self._real_dirs[d] = os.path.realpath(d)
+        self._check_real(node, f, os.path.realpath(f) if link else f"{real_d}/{os.path.basename(f)}")
 
     def _watch(self, base: Path, recursive: bool) -> None:
         self.watched_dirs.add(str(base))
@@ -232,12 +327,6 @@ class Project:
             for child in base.iterdir():
                 if child.is_dir():
                     self.watched_dirs.add(str(child))
-
-    def _key_path(self, f: Path, base: Path) -> str:
-        try:
-            return f.relative_to(self.root).as_posix()
-        except ValueError:
-            return "@/" + f.relative_to(base).as_posix()
 
     def key_material(self, node: Node, input_digests: dict[str, str], file_digests: dict[str, str]) -> dict[str, Any]:
         """Everything the node's key is made of."""
@@ -294,14 +383,6 @@ def _glob_base(p: Path) -> Path:
             break
         parts.append(part)
     return Path(*parts)
-
-
-def _files_under(p: Path) -> list[Path]:
-    if p.is_dir():
-        from .keys import list_files
-
-        return [f for f in list_files(p) if not f.is_dir()]  # a linked dir's files are not inputs
-    return [p] if p.is_file() else []
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

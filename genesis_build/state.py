@@ -45,6 +45,9 @@ def _connect(path: Path) -> sqlite3.Connection:
         "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, inode INTEGER, size INTEGER,"
         " mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT)"
     )
+    # node → key, valid while the fingerprint of the node's key material without file digests plus
+    # its files' stat signatures is unchanged (see Engine.node_key)
+    db.execute("CREATE TABLE IF NOT EXISTS keymemo (node TEXT PRIMARY KEY, fp TEXT, key TEXT)")
     return db
 
 
@@ -99,24 +102,31 @@ class StateDB:
                 self._db.execute("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?)", (key, *sig, d))
         return d
 
-    def digest_many(self, paths: list[Path]) -> dict[Path, str]:
-        """Digest several files in one transaction (fast for thousands of files)."""
-        out: dict[Path, str] = {}
+    def digest_many(self, paths: list[Path] | list[str],
+                    sigs: dict[str, tuple[int, int, int, int]] | None = None) -> dict:
+        """Digest several files in one transaction (fast for thousands of files).
+
+        ``sigs`` are stat signatures already taken (by the directory listing, before any content
+        is read), keyed by ``str(path)``; files without one are stat'ed here. Returns
+        ``{path: digest}`` keyed by the objects given."""
+        keys = [str(p) for p in paths]
+        rows: dict[str, tuple] = {}
         with self._lock:
-            rows = {}
-            for i in range(0, len(paths), 900):
-                chunk = [str(p) for p in paths[i : i + 900]]
+            for i in range(0, len(keys), 900):
+                chunk = keys[i : i + 900]
                 q = "SELECT path, inode, size, mtime_ns, ctime_ns, digest FROM digests WHERE path IN (%s)" % ",".join("?" * len(chunk))
                 for r in self._db.execute(q, chunk):
                     rows[r[0]] = r
-        todo: list[tuple[str, tuple[int, int, int, int], Path]] = []
-        for p in paths:
-            sig = stat_signature(os.stat(p))
-            r = rows.get(str(p))
-            if r and tuple(r[1:5]) == sig:
+        out: dict = {}
+        todo: list[tuple[str, tuple[int, int, int, int], Path | str]] = []
+        known = sigs or {}
+        for p, key in zip(paths, keys):
+            sig = known.get(key) or stat_signature(os.stat(p))
+            r = rows.get(key)
+            if r and r[1:5] == sig:
                 out[p] = r[5]
             else:
-                todo.append((str(p), sig, p))
+                todo.append((key, sig, p))
         if todo:
             if len(todo) > 8:  # file reads release the GIL: overlap I/O and hashing
                 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +151,26 @@ class StateDB:
                 self._db.execute("COMMIT")
         return out
 
+    def memo_keys(self, nodes: list[str]) -> dict[str, tuple[str, str]]:
+        """node → (fingerprint, key) recorded by ``put_keys``."""
+        out: dict[str, tuple[str, str]] = {}
+        with self._lock:
+            for i in range(0, len(nodes), 900):
+                chunk = nodes[i : i + 900]
+                q = "SELECT node, fp, key FROM keymemo WHERE node IN (%s)" % ",".join("?" * len(chunk))
+                for r in self._db.execute(q, chunk):
+                    out[r[0]] = (r[1], r[2])
+        return out
+
+    def put_keys(self, rows: list[tuple[str, str, str]]) -> None:
+        """Record (node, fingerprint, key) rows in one transaction (a memo: never fsync'd)."""
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR REPLACE INTO keymemo VALUES (?,?,?)", rows)
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
@@ -161,6 +191,14 @@ class Refs:
                 "CREATE TABLE IF NOT EXISTS refs (node TEXT PRIMARY KEY, key TEXT, material TEXT,"
                 " source_hash TEXT, version INTEGER, output_digest TEXT, built_at REAL)"
             )
+
+    def head(self, node: str) -> tuple[str, str, int, str] | None:
+        """(key, source_hash, version, output_digest) of the last build of ``node``, without
+        parsing its key material (which lists every file input)."""
+        with self.db._lock:
+            return self.db._db.execute(
+                "SELECT key, source_hash, version, output_digest FROM refs WHERE node=?", (node,)
+            ).fetchone()
 
     def get(self, node: str) -> dict | None:
         """The last recorded build of ``node``."""
