@@ -149,8 +149,9 @@ def test_killed_builders_lock_is_released(ws: Workspace, tmp_path: Path) -> None
                 os.killpg(info["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    # the orphaned stage process group was started by the builder; kill whatever is left of it
-    subprocess.run(["pkill", "-9", "-f", "genesis_build.worker"], check=False)
+    # the orphaned stage process group was started by the builder; kill whatever is left of it — only
+    # this test's workers (their payload lies in this cache), never another build on the machine
+    subprocess.run(["pkill", "-9", "-f", f"genesis_build.worker {cache}"], check=False)
     ws.write_spec("demo", 'files = ["data/*.txt"]\nseconds = 0.1\n')
     second = ws.cli("slow:demo", env={"GENESIS_CACHE": str(cache)}, timeout=60)
     assert second.code == 0 and second.ran == ["slow:demo"]
