@@ -32,6 +32,16 @@ Targets are node ids (stage:name[/part], e.g. tokenize:tiny) or kind:name for a 
 stage (model:tiny). Run `genesis-build COMMAND --help` for a command's options."""
 
 
+def positive_int(text: str) -> int:
+    """``--jobs`` and similar counts: an integer of at least 1 (the fast path applies the same rule)."""
+    from .fastpath import positive_int_or_none
+
+    n = positive_int_or_none(text)
+    if n is None:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, not {text!r}")
+    return n
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-C", "--workspace", metavar="DIR", help="workspace directory (default: nearest genesis.toml)")
     p.add_argument("--cache", metavar="DIR", help="cache directory (overrides GENESIS_CACHE and genesis.toml)")
@@ -44,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="*", metavar="TARGET", help="what to build (default: genesis.toml's default)")
     p.add_argument("-n", "--dry-run", action="store_true", help="show the DAG, each node's state and why; run nothing")
     p.add_argument("--format", choices=("text", "json"), default="text", help="--dry-run output format")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="run up to N independent nodes at once")
+    p.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N", help="run up to N independent nodes at once")
     p.add_argument("-k", "--keep-going", action="store_true", help="keep building independent nodes after a failure")
     p.add_argument("--force", action="append", default=[], metavar="NODE", help="rebuild NODE even if cached (repeatable)")
     p.add_argument("--reset-optimizer", action="store_true", help="resume training without optimizer state (recorded in the manifest)")
