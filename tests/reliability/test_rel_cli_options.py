@@ -37,7 +37,7 @@ BAD_TOML = [
     ('[workspace]\ndefault = 5\nplugins = ["teststages", "relstages"]\n', 2, "workspace.default"),
     ('[workspace]\ndefault = "text:demo"\nplugins = "stages"\n', 3, "workspace.plugins"),
     ('[workspace]\ndefault = "text:demo"\nplugins = ["teststages", "relstages"]\nallow_paths = 3\n', 4, "workspace.allow_paths"),
-    ('[workspace]\ndefault = "text:demo"\nplugins = ["teststages", 7]\n', 3, "workspace.plugins.1"),
+    ('[workspace]\ndefault = "text:demo"\nplugins = ["teststages", 7]\n', 3, "workspace.plugins[1]"),
     ('[workspace]\ndefault = "text:demo"\nplugins = ["teststages", "relstages"]\n\n[remote]\nurl = 5\n', 6, "remote.url"),
     ('[workspace]\ndefault = "text:demo"\nplugins = ["teststages", "relstages"]\n\n[remote]\nurl = "file:///tmp/x"\npush = "yes"\n',
      7, "remote.push"),
