@@ -83,6 +83,9 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
         sub.add_parser("du", help="disk usage by stage")
         v = sub.add_parser("verify", help="rehash every object; quarantine corrupted ones")
         v.add_argument("keys", nargs="*", help="only these keys (prefixes)")
+        v.add_argument("--remote", action="store_true", help="verify the remote cache instead (downloads and rehashes every object)")
+        v.add_argument("--repair", action="store_true", help="with --remote: re-upload a good local copy of a corrupt remote "
+                       "object, or remove it so the next build rebuilds and pushes it")
         g = sub.add_parser("gc", help="delete objects no workspace refers to")
         g.add_argument("--all", action="store_true", help="delete every unreferenced object regardless of workspaces' refs")
         g.add_argument("--keep-days", type=float, default=0.0, help="keep objects younger than this")
@@ -453,6 +456,10 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         t.add_row("[bold]total[/]", str(sum(v[0] for v in per.values())), _size(sum(v[1] for v in per.values()) + runs + samples))
         console.print(t)
         return 0
+    if args.action == "verify" and (args.remote or args.repair):
+        if not args.remote:
+            raise GenesisError("cache verify --repair: only with --remote (local corrupt objects are always quarantined)")
+        return _verify_remote(engine, console, args.repair)
     if args.action == "verify":
         keys = [k for k in cache.keys() if not args.keys or any(k.startswith(p) for p in args.keys)]
         bad = 0
@@ -500,6 +507,21 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         console.print(f"{args.action}ed {n} objects")
         return 0
     return 2
+
+
+def _verify_remote(engine: Any, console: Any, repair: bool) -> int:
+    """``cache verify --remote [--repair]``: rehash every remote object and report the corrupt ones."""
+    from .remote import verify_remote
+
+    if engine.remote is None:
+        raise GenesisError("no remote cache configured: add [remote] url = \"s3://bucket/prefix\" to genesis.toml")
+
+    def report(key: str, node: str, problems: list[str], action: str) -> None:
+        console.print(f"[red]corrupt[/] remote {key} ({_esc(node)}): {_esc('; '.join(problems[:3]))} → {_esc(action)}")
+
+    n, bad = verify_remote(engine.remote, repair, report)
+    console.print(f"verified {n} remote objects: {n - bad} ok, {bad} corrupt" + (f", {bad} repaired" if repair and bad else ""))
+    return 1 if bad and not repair else 0
 
 
 def _size(n: int) -> str:

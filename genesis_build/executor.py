@@ -264,7 +264,7 @@ class Engine:
                     manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()}, options, git, ui)
                     outcome = "built"
                     if self.remote is not None and self.ws.remote_push:
-                        self.remote.push(key)
+                        self._push(node, key, ui)
                 else:
                     manifest, outcome = hit
         else:
@@ -274,6 +274,14 @@ class Engine:
         self.refs.put(node.id, key, material, self.source_hash(node), node.stage.version, manifest["output_digest"])
         self.cache.write_refs(workspace_id(self.ws), str(self.ws.root), {node.id: key})
         return NodeResult(node.id, outcome, key, time.time() - t0, log=self.cache.log_path(key))
+
+    def _push(self, node: Node, key: str, ui: Any) -> None:
+        """Push a freshly built object; an unreachable remote is a warning, the local build stands."""
+        try:
+            self.remote.push(key)
+        except (OSError, GenesisError) as e:
+            if ui:
+                ui.warn(f"{node.id}: push to the remote cache failed ({e}); the local build is complete")
 
     def _lookup(self, key: str, node: Node, ui: Any) -> tuple[dict[str, Any], str] | None:
         """A usable cached object (checked before use; corrupt ones are quarantined) or a pull."""
@@ -288,6 +296,8 @@ class Engine:
                 if ui:
                     ui.warn(f"{node.id}: {e}; quarantined to {where} and rebuilding")
         if self.remote is not None and self.ws.remote_pull and self.remote.has(key):
+            if ui:
+                self.remote.warn = ui.warn  # a corrupt remote object is named, not skipped silently
             if self.remote.pull(key, progress=ui.transfer if ui else None):
                 return self.cache.manifest(key) or {}, "pulled"
         return None
