@@ -42,6 +42,10 @@ class CorruptObject(GenesisError):
     """A cached object failed verification."""
 
 
+class ImmovableObject(GenesisError):
+    """A corrupt object could not be moved to ``quarantine/`` (immutable or read-only directory)."""
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory so renames/creations inside it are durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -215,8 +219,14 @@ class Cache:
     def quarantine(self, key: str) -> Path:
         """Move an object out of ``objects/`` so it is never used again; returns where it went."""
         dest = self.root / "quarantine" / f"{key}.{int(time.time())}.{os.getpid()}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.object_dir(key), dest)
+        obj = self.object_dir(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(obj, dest)
+        except OSError as e:
+            # e.g. `chattr +i` or a read-only mount: say what to do instead of a traceback
+            raise ImmovableObject(f"the object cannot be moved aside to quarantine/ ({e.strerror}): remove {obj} by hand "
+                                  "(if `lsattr -d` shows it immutable, `chattr -i` it first) and rerun") from None
         return dest
 
     # ---- writing

@@ -462,15 +462,22 @@ def cmd_cache(args: argparse.Namespace, console: Any) -> int:
         return _verify_remote(engine, console, args.repair)
     if args.action == "verify":
         keys = [k for k in cache.keys() if not args.keys or any(k.startswith(p) for p in args.keys)]
-        bad = 0
+        from .cache import ImmovableObject
+
+        bad = stuck = 0
         for key in keys:
             problems = cache.verify(key)
             if problems:
                 bad += 1
                 node = (cache.manifest(key) or {}).get("node", "?")  # read before the object moves
-                where = cache.quarantine(key)
-                console.print(f"[red]corrupt[/] {key} ({_esc(str(node))}): {_esc('; '.join(problems[:3]))} → {_esc(str(where))}")
-        console.print(f"verified {len(keys)} objects: {len(keys) - bad} ok, {bad} quarantined")
+                try:
+                    where = str(cache.quarantine(key))
+                except ImmovableObject as e:  # report it and go on with the other objects
+                    stuck += 1
+                    where = str(e)
+                console.print(f"[red]corrupt[/] {key} ({_esc(str(node))}): {_esc('; '.join(problems[:3]))} → {_esc(where)}")
+        tail = f", {stuck} corrupt that could not be moved aside" if stuck else ""
+        console.print(f"verified {len(keys)} objects: {len(keys) - bad} ok, {bad - stuck} quarantined{tail}")
         return 1 if bad else 0
     if args.action == "gc":
         keep: set[str] = set()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .cache import Cache, CorruptObject
+from .cache import Cache, CorruptObject, ImmovableObject
 from .errors import BuildError, GenesisError
 from .graph import Node, Project, describe_changes, trajectory_material
 from .keys import digest_json
@@ -292,7 +292,10 @@ class Engine:
                 if m is not None:
                     return m, "cached"
             except CorruptObject as e:
-                where = self.cache.quarantine(key)
+                try:
+                    where = self.cache.quarantine(key)
+                except ImmovableObject as im:
+                    raise GenesisError(f"{node.id}: {e}; {im}") from None
                 if ui:
                     ui.warn(f"{node.id}: {e}; quarantined to {where} and rebuilding")
         if self.remote is not None and self.ws.remote_pull and self.remote.has(key):
