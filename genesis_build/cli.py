@@ -326,6 +326,10 @@ def print_status_tree(console: Any, engine: Any, graph: Any, targets: list[str],
         counts[s.state] = counts.get(s.state, 0) + 1
     to_run = sum(v for k, v in counts.items() if k != "cached")
     console.print(f"{len(status)} nodes: {counts.get('cached', 0)} cached, {to_run} to run")
+    if counts.get("cached"):
+        # by design a dry run reads no file content; say so, so nobody takes "cached" as "verified"
+        console.print("[dim]cached = manifest present and stat signatures (size, mtime, ctime) unchanged; contents are not "
+                      "rehashed here: run `genesis-build cache verify` to check them[/]")
 
 
 # ---------------------------------------------------------------------------------------------
