@@ -104,6 +104,10 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
         if cmd == "serve":
             p.add_argument("--host", default="127.0.0.1")
             p.add_argument("--port", type=int, default=8000)
+            p.add_argument("--api-key", default=os.environ.get("GENESIS_API_KEY"), metavar="KEY",
+                           help="require 'Authorization: Bearer KEY' (default: $GENESIS_API_KEY); needed beyond loopback")
+            p.add_argument("--max-queue", type=positive_int, default=8, metavar="N",
+                           help="model requests admitted at once (running + waiting); one more is answered 503")
         else:
             p.add_argument("--max-new-tokens", type=int, default=256)
     elif cmd == "probe":
@@ -598,7 +602,8 @@ def cmd_serve(args: argparse.Namespace, console: Any) -> int:
     from stages.serving.openai_server import serve  # torch is imported there, only for this command
 
     console.print(f"serving {args.target} ({model_dir}) on http://{args.host}:{args.port}/v1")
-    serve(str(model_dir), host=args.host, port=args.port, model_name=args.target)
+    serve(str(model_dir), host=args.host, port=args.port, model_name=args.target, max_queue=args.max_queue,
+          api_key=args.api_key)
     return 0
 
 
