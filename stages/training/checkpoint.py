@@ -118,11 +118,12 @@ class Checkpointer:
             os.replace(tmp, d / "train_state.json")
         dist.barrier(group=self.group)
         if self.async_save and not blocking:
-            fut = dcp.async_save(state, storage_writer=reproducible_writer(d), process_group=self.group)
+            fut = dcp.async_save(state, checkpoint_id=str(d), storage_writer=reproducible_writer(d),
+                                  process_group=self.group)
             fut = getattr(fut, "upload_completion", fut)
             self.pending = (step, fut)
         else:
-            dcp.save(state, storage_writer=reproducible_writer(d), process_group=self.group)
+            dcp.save(state, checkpoint_id=str(d), storage_writer=reproducible_writer(d), process_group=self.group)
             self._finished(step)
         self.save_seconds.append(time.perf_counter() - t0)
 
