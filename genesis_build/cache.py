@@ -11,6 +11,7 @@ Layout under the cache root::
     logs/<key>.log                     one log per built node
     refs/<workspace id>.json           what each workspace's targets point at (gc roots)
     quarantine/                        objects that failed verification
+    remote-corrupt/<key>               remote objects this cache found corrupt (the next push replaces them)
 
 Objects are built in ``tmp/``, fsync'd and published with one ``rename``; nothing half-done is
 ever visible under ``objects/``.
