@@ -37,6 +37,11 @@ SECTIONS = [
     ("path_safety", "paths escaping specs/, the workspace or an object"),
     ("trust", "no unpickling of cache contents (stages/ scan)"),
     ("change_detection", "edits the stat signature cannot see (same size, same mtime)"),
+    ("remote", "remote cache: corrupt remote objects, file:// without auto_mkdir, verify --remote"),
+    ("config", "genesis.toml values of the wrong type"),
+    ("cli_options", "invalid options on both the fast path and the full path"),
+    ("server", "serve: over-long scoring, full queue, unknown model, bad headers, API key, bounded load"),
+    ("reproducibility", "the default target built twice: identical output digests"),
 ]
 
 

@@ -11,6 +11,7 @@ Layout under the cache root::
     logs/<key>.log                     one log per built node
     refs/<workspace id>.json           what each workspace's targets point at (gc roots)
     quarantine/                        objects that failed verification
+    remote-corrupt/<key>               remote objects this cache found corrupt (the next push replaces them)
 
 Objects are built in ``tmp/``, fsync'd and published with one ``rename``; nothing half-done is
 ever visible under ``objects/``.
@@ -41,6 +42,10 @@ GROUP_SHARED = 0o002  # umask for shared caches: group-writable dirs, group-read
 
 class CorruptObject(GenesisError):
     """A cached object failed verification."""
+
+
+class ImmovableObject(GenesisError):
+    """A corrupt object could not be moved to ``quarantine/`` (immutable or read-only directory)."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -234,8 +239,14 @@ class Cache:
     def quarantine(self, key: str) -> Path:
         """Move an object out of ``objects/`` so it is never used again; returns where it went."""
         dest = self.root / "quarantine" / f"{key}.{int(time.time())}.{os.getpid()}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.object_dir(key), dest)
+        obj = self.object_dir(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(obj, dest)
+        except OSError as e:
+            # e.g. `chattr +i` or a read-only mount: say what to do instead of a traceback
+            raise ImmovableObject(f"the object cannot be moved aside to quarantine/ ({e.strerror}): remove {obj} by hand "
+                                  "(if `lsattr -d` shows it immutable, `chattr -i` it first) and rerun") from None
         return dest
 
     # ---- writing

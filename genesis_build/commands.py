@@ -7,12 +7,23 @@ configured and hands the session over. A session reads the workspace and its cac
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import GenesisError
 from .stage import InputRef, SpecView, lookup_object
+
+
+def positive_int(text: str) -> int:
+    """``--jobs`` and similar counts: an integer of at least 1 (the fast path applies the same rule)."""
+    from .fastpath import positive_int_or_none
+
+    n = positive_int_or_none(text)
+    if n is None:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, not {text!r}")
+    return n
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .cache import Cache, CorruptObject
+from .cache import Cache, CorruptObject, ImmovableObject
 from .errors import DISK_FULL, DISK_FULL_EXIT, BuildError, GenesisError
 from .graph import Node, Project, describe_changes, trajectory_material
 from .keys import digest_json
@@ -334,7 +334,7 @@ class Engine:
                     manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()}, options, git, ui)
                     outcome = "built"
                     if self.remote is not None and self.ws.remote_push:
-                        self.remote.push(key)
+                        self._push(node, key, ui)
                 else:
                     manifest, outcome = hit
         else:
@@ -384,6 +384,14 @@ class Engine:
             assert self._cache_refs is not None
             self._cache_refs.update(pending)
 
+    def _push(self, node: Node, key: str, ui: Any) -> None:
+        """Push a freshly built object; an unreachable remote is a warning, the local build stands."""
+        try:
+            self.remote.push(key)
+        except (OSError, GenesisError) as e:
+            if ui:
+                ui.warn(f"{node.id}: push to the remote cache failed ({e}); the local build is complete")
+
     def _lookup(self, key: str, node: Node, ui: Any) -> tuple[dict[str, Any], str] | None:
         """A usable cached object (checked before use; corrupt ones are quarantined) or a pull."""
         if self.cache.has(key):
@@ -393,10 +401,15 @@ class Engine:
                 if m is not None:
                     return m, "cached"
             except CorruptObject as e:
-                where = self.cache.quarantine(key)
+                try:
+                    where = self.cache.quarantine(key)
+                except ImmovableObject as im:
+                    raise GenesisError(f"{node.id}: {e}; {im}") from None
                 if ui:
                     ui.warn(f"{node.id}: {e}; quarantined to {where} and rebuilding")
         if self.remote is not None and self.ws.remote_pull and self.remote.has(key):
+            if ui:
+                self.remote.warn = ui.warn  # a corrupt remote object is named, not skipped silently
             if self.remote.pull(key, progress=ui.transfer if ui else None):
                 return self.cache.manifest(key) or {}, "pulled"
         return None

@@ -24,6 +24,15 @@ ALLOWED = {"-n", "--dry-run", "-q", "--quiet", "-k", "--keep-going"}
 WITH_VALUE = {"--format", "-j", "--jobs", "-C", "--workspace", "--cache"}
 
 
+def positive_int_or_none(text: str) -> int | None:
+    """``text`` as an integer >= 1, or None (shared with the argparse path so both reject alike)."""
+    try:
+        n = int(text, 10)
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
 def _parse(argv: list[str]) -> dict[str, Any] | None:
     """The subset of build arguments the fast path understands, or None."""
     out: dict[str, Any] = {"targets": [], "dry_run": False, "format": "text", "workspace": None, "cache": None}
@@ -35,6 +44,8 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
                 val = val if eq else next(it, None)
                 if val is None:
                     return None
+                if name in ("-j", "--jobs") and positive_int_or_none(val) is None:
+                    return None  # invalid: the full path prints the one-line error (exit 2)
                 if name == "--format":
                     out["format"] = val
                 elif name in ("-C", "--workspace"):

@@ -38,6 +38,28 @@ def run_payload(payload: dict[str, Any], log: Any = None, progress: Callable[[di
 KILL_GRACE_S = 30  # after the engine dies: SIGTERM (trainers checkpoint), then SIGKILL
 
 
+def start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def reaper_script(pgid: int, grace_s: float) -> str:
+    """Shell that SIGKILLs process group ``pgid`` after ``grace_s`` — unless the number now belongs to
+    another process. Pids wrap: once our whole group is gone, its number can be handed to an unrelated
+    process (another build's stage) that leads its own group; killing ``-pgid`` blindly then kills
+    that innocent group. While any member of our group lives the kernel does not reuse the number, so:
+    kill when the leader is gone (members may remain) or is still the same process (same start time).
+    ``kill -s KILL -- -PGID`` is the form dash (Debian's /bin/sh) accepts; ``kill -KILL -- -PGID`` is
+    refused there ("Illegal number"), so the reaper used to kill nothing."""
+    started = start_time(pgid) or ""
+    return (f"sleep {grace_s}; st=$(sed 's/.*) //' /proc/{pgid}/stat 2>/dev/null | cut -d' ' -f20); "
+            f"if [ -z \"$st\" ] || [ \"$st\" = \"{started}\" ]; then kill -s KILL -- -{pgid} 2>/dev/null; fi")
+
+
 def watch_lifeline(fd: int) -> None:
     """Block on the engine's lifeline pipe; at EOF (the engine died, even by SIGKILL) terminate this
     stage's whole process group, so no orphan keeps writing a run dir whose lock died with it."""
@@ -50,7 +72,7 @@ def watch_lifeline(fd: int) -> None:
             pass
         pgid = os.getpgid(0)
         # a detached reaper outlives us: SIGKILL whatever ignored the SIGTERM after the grace period
-        subprocess.Popen(["/bin/sh", "-c", f"sleep {KILL_GRACE_S}; kill -KILL -- -{pgid} 2>/dev/null"],
+        subprocess.Popen(["/bin/sh", "-c", reaper_script(pgid, KILL_GRACE_S)],
                          cwd="/", start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.killpg(pgid, signal.SIGTERM)
 

@@ -52,7 +52,7 @@ def reference_logps(model_dir: Any, pairs: list[dict[str, Any]], batch_size: int
     return out
 
 
-@stage("dpo", version=1, kind="model", fields=DPO_KEY_FIELDS, inputs=_inputs, check=_check, heavy=True,
+@stage("dpo", version=2, kind="model", fields=DPO_KEY_FIELDS, inputs=_inputs, check=_check, heavy=True,
        resumable=True, trajectory_exclude=("dpo.steps",))
 def dpo(ctx: Context) -> None:
     """Preference-train the SFT model on AI-feedback pairs with the DPO loss."""

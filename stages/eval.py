@@ -48,7 +48,7 @@ HEADLINE = (("truthfulqa_mc1", "acc"), ("truthfulqa_mc2", "acc"), ("harmbench", 
             ("engagement", "specific_refusal_rate"), ("engagement", "generic_disclaimer_rate"))
 
 
-@stage("eval", version=1, kind="model", parts=_eval_parts, inputs=_eval_inputs, check=_eval_check, heavy=True)
+@stage("eval", version=2, kind="model", parts=_eval_parts, inputs=_eval_inputs, check=_eval_check, heavy=True)
 def eval_model(ctx: Context) -> None:
     """Run the evals spec's suites on the base or aligned export; write results.json + samples."""
     from stages.evals_lib.runner import run_all

@@ -14,8 +14,10 @@ registered here: ``genesis-build serve TARGET`` (OpenAI-compatible HTTP, :mod:`s
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from genesis_build.commands import positive_int
 from genesis_build.stage import Context, SpecView, command, ref_name, stage
 
 from stages.model_spec import ModelSpec
@@ -44,6 +46,10 @@ def _serve_arguments(p: Any) -> None:
     p.add_argument("target")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("GENESIS_API_KEY"), metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (default: $GENESIS_API_KEY); needed beyond loopback")
+    p.add_argument("--max-queue", type=positive_int, default=8, metavar="N",
+                   help="model requests admitted at once (running + waiting); one more is answered 503")
 
 
 @command("serve", help="OpenAI-compatible server for an exported model", configure=_serve_arguments)
@@ -53,7 +59,8 @@ def serve(args: Any, session: Any) -> int:
     from stages.serving.openai_server import serve as run_server
 
     session.print(f"serving {args.target} ({model_dir}) on http://{args.host}:{args.port}/v1")
-    run_server(str(model_dir), host=args.host, port=args.port, model_name=args.target)
+    run_server(str(model_dir), host=args.host, port=args.port, model_name=args.target, max_queue=args.max_queue,
+               api_key=args.api_key)
     return 0
 
 

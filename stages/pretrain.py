@@ -99,7 +99,7 @@ def probe(args: Any, session: Any) -> int:
     return 0
 
 
-@stage("pretrain", version=2, kind="model", fields=KEY_FIELDS, inputs=_inputs, check=_check, describe=_describe,
+@stage("pretrain", version=3, kind="model", fields=KEY_FIELDS, inputs=_inputs, check=_check, describe=_describe,
        heavy=True, resumable=True, trajectory_exclude=tuple(f"training.{f}" for f in TRAINING_EXTENSION_FIELDS))
 def pretrain(ctx: Context) -> None:
     """Pretrain the model with FSDP2 on torchrun ranks (resumable; DCP checkpoints in the run dir)."""

@@ -98,7 +98,9 @@ def report(ctx: Context) -> None:
     previous = next((b for b in reversed(history) if b.get("key") != ctx.key), None)
     summary = render_report(ctx.out, metrics, evals, cai, previous, specs=upstream_specs(ctx.lookup, ctx.inputs),
                             title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key)
-    history = [b for b in history if b.get("key") != ctx.key] + [summary]
+    import time
+
+    history = [b for b in history if b.get("key") != ctx.key] + [{**summary, "created": time.time()}]
     _write_json(hist_path, {"builds": history[-HISTORY:]})
     ctx.stats(plots=len(summary["plots"]), eval_metrics=len(summary["metrics"]),
               compared_with=(previous or {}).get("key"))

@@ -28,7 +28,7 @@ def _check(view: SpecView) -> None:
     check_recipe(view.spec, "sft", view.resolve)
 
 
-@stage("sft", version=1, kind="model", fields=SFT_KEY_FIELDS, inputs=_inputs, check=_check, heavy=True,
+@stage("sft", version=2, kind="model", fields=SFT_KEY_FIELDS, inputs=_inputs, check=_check, heavy=True,
        resumable=True, trajectory_exclude=("sft.steps",))
 def sft(ctx: Context) -> None:
     """Fine-tune the base model on the constitution's revisions (assistant-only loss)."""

@@ -343,7 +343,9 @@ def render_report(out_dir: Path, metrics_jsonl_paths: dict[str, Path] | list[Pat
                 training[f"{prefix}final_{f}"] = ys[-1]
                 training[f"{prefix}steps"] = max(training.get(f"{prefix}steps", 0), xs[-1])
         training[f"{prefix}resumes"] = len(resume_steps(recs))
-    summary = {"title": title, "key": key, "created": time.time(), "metrics": eval_metrics(eval_results),
+    # no wall-clock time in the outputs: the same inputs must give the same bytes (the build time is in
+    # the object's manifest; report.py stamps its history entry with it for the "compared with" line)
+    summary = {"title": title, "key": key, "metrics": eval_metrics(eval_results),
                "specs": specs or {}, "training": training, "cai": cai_stats or {}, "plots": pngs}
     resumes = {label: resume_steps(recs) for label, recs in runs.items()}
     resume_note = "; ".join(f"{_e(k)}: resumed at step {', '.join(map(str, v))}" for k, v in resumes.items() if v)
@@ -351,7 +353,7 @@ def render_report(out_dir: Path, metrics_jsonl_paths: dict[str, Path] | list[Pat
              else "<p class='muted'>No training metrics.</p>")
     body = f"""<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title><style>{CSS}</style></head><body>
 <h1>{_e(title)}</h1>
-<p class="muted">Built {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}{f' · key <code>{_e(key[:16])}</code>' if key else ''}</p>
+<p class="muted">{f'Build key <code>{_e(key[:16])}</code>' if key else ''}</p>
 <h2>Training</h2>
 <div class="plots">{plots}</div>
 <p class="muted">{resume_note or 'No resume in these runs.'}</p>

@@ -131,7 +131,8 @@ def run_all(model_dir: Path, model_digest: str, suites: dict[str, tuple[Path, st
         with open(out_dir / "samples" / f"{suite}.jsonl", "w") as f:
             for s in samples:
                 f.write(json.dumps(s, ensure_ascii=False) + "\n")
-    config["reused"] = reused
+    # which suites came from the per-suite result cache is history, not a result: it goes to the manifest's
+    # stats (the caller's), so two builds of the same inputs write the same results.json
     config["model_digest"] = model_digest
     config["python"] = platform.python_version()
     try:

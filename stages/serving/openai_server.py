@@ -15,10 +15,17 @@ Endpoints (all JSON; errors use OpenAI's ``{"error": {"message", "type", "param"
   ``stream``. ``echo`` + ``logprobs`` + ``max_tokens = 0`` scores a text (what lm-eval's
   ``local-completions`` model asks for).
 
+Limits (one client must not stall the rest): at most ``max_queue`` model requests are admitted at a
+time (running or waiting, in FIFO order); one more is answered ``503`` at once with ``Retry-After``.
+A prompt must fit the model's context for generation *and* for scoring (``echo`` + ``logprobs``); a
+prompt longer than ``context × longest token`` characters is refused before it is tokenized; at
+most ``MAX_PROMPTS`` prompts per request. An unknown ``model`` is ``404`` (``model_not_found``), as
+OpenAI answers; ``--api-key`` (or ``$GENESIS_API_KEY``) requires ``Authorization: Bearer KEY`` on
+every route but ``/health``, and binding a non-loopback address without one prints a loud warning.
+
 Streaming is Server-Sent Events (``data: {chunk}\\n\\n`` … ``data: [DONE]\\n\\n``) over HTTP/1.1
-chunked transfer; text is produced by ``TextIteratorStreamer``. ``n`` must be 1. The ``model``
-field of requests is not checked (like llama.cpp's server); answers carry the served name.
-Generation is serialised (one model); connections are served by threads, so ``/v1/models`` answers
+chunked transfer; text is produced by ``TextIteratorStreamer``. ``n`` must be 1. A request
+without ``model`` is served by the one model; answers carry the served name. Generation is serialised (one model); connections are served by threads, so ``/v1/models`` answers
 while a generation runs. A client that disconnects mid-stream stops its generation.
 
 Why stdlib ``ThreadingHTTPServer`` and not FastAPI/uvicorn: a localhost server for one model and
@@ -27,7 +34,11 @@ one request at a time needs no async framework, and it adds no dependency.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
+import os
+import socket
 import sys
 import threading
 import time
@@ -37,14 +48,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 MAX_BODY = 16 * 1024 * 1024
+MAX_PROMPTS = 32  # prompts in one /v1/completions request
+MAX_QUEUE = 8  # model requests admitted at once (running + waiting); more get 503
 
 
 class ApiError(Exception):
     """An error answered as OpenAI's error object."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, type_: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, type_: str = "invalid_request_error",
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.type = status, message, param, type_
+        self.code, self.headers = code, headers or {}
 
 
 def _num(body: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -106,9 +121,48 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
 class Server:
     """Request handling over a :class:`~stages.serving.model.ChatModel` (HTTP-free, testable)."""
 
-    def __init__(self, chat_model: Any) -> None:
+    def __init__(self, chat_model: Any, max_queue: int = MAX_QUEUE, api_key: str | None = None) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be at least 1, got {max_queue}")
         self.cm = chat_model
         self.created = int(time.time())
+        self.max_queue = max_queue
+        self.api_key = api_key or None
+        self.admitted = 0  # model requests running or waiting for the model
+        self._admit_lock = threading.Lock()
+
+    def admit(self) -> None:
+        """Take a queue slot for one model request, or raise 503 at once when all are taken."""
+        with self._admit_lock:
+            if self.admitted >= self.max_queue:
+                raise ApiError(503, f"the server is busy ({self.max_queue} requests running or queued); retry shortly",
+                               type_="server_error", code="server_busy", headers={"Retry-After": "1"})
+            self.admitted += 1
+
+    def leave(self) -> None:
+        """Give a queue slot back (after the response, streams included, is written)."""
+        with self._admit_lock:
+            self.admitted -= 1
+
+    def authorized(self, header: str | None) -> bool:
+        """Whether the ``Authorization`` header carries the API key (always, when none is set)."""
+        if self.api_key is None:
+            return True
+        want = f"Bearer {self.api_key}".encode()
+        return hmac.compare_digest((header or "").encode(), want)
+
+    def _check_model(self, body: dict[str, Any]) -> None:
+        m = body.get("model")
+        if m is not None and m != self.name:
+            raise ApiError(404, f"The model {m!r} does not exist (this server serves {self.name!r})", "model",
+                           code="model_not_found")
+
+    def _check_length(self, prompt: str, param: str = "prompt") -> None:
+        """Refuse a prompt that cannot fit the context without tokenizing all of it (bounded work)."""
+        limit = self.cm.context_length * self.cm.max_token_chars
+        if len(prompt) > limit:
+            raise ApiError(400, f"the prompt has {len(prompt)} characters; it cannot fit the model's context of "
+                           f"{self.cm.context_length} tokens (at most {limit} characters)", param)
 
     @property
     def name(self) -> str:
@@ -135,6 +189,7 @@ class Server:
     # ---- chat
     def chat(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """``POST /v1/chat/completions``: a completion dict, or an iterator of chunks when streaming."""
+        self._check_model(body)
         kw = self._common(body, 256)
         if kw["max_new_tokens"] == 0:
             raise ApiError(400, "max_tokens must be at least 1", "max_tokens")
@@ -142,6 +197,7 @@ class Server:
             prompt = self.cm.render_chat(_messages(body))
         except ValueError as e:
             raise ApiError(400, str(e), "messages") from None
+        self._check_length(prompt, "messages")
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -176,11 +232,16 @@ class Server:
     # ---- completions
     def completions(self, body: dict[str, Any]) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """``POST /v1/completions``."""
+        self._check_model(body)
         kw = self._common(body, 16)
         prompt = body.get("prompt")
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             raise ApiError(400, "prompt must be a string or a non-empty list of strings", "prompt")
+        if len(prompts) > MAX_PROMPTS:
+            raise ApiError(400, f"at most {MAX_PROMPTS} prompts per request, got {len(prompts)}", "prompt")
+        for p in prompts:
+            self._check_length(p)
         logprobs = _int(body, "logprobs", None, 0, 20)
         echo = bool(body.get("echo"))
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
@@ -202,7 +263,13 @@ class Server:
     def _completion_choice(self, prompt: str, kw: dict[str, Any], echo: bool, logprobs: int | None) -> tuple[dict[str, Any], Any]:
         from stages.serving.model import Generation
 
-        scored = self.cm.prompt_logprobs(prompt, logprobs or 1) if echo and logprobs is not None else None
+        scored = None
+        if echo and logprobs is not None:
+            n = len(self.cm.encode(prompt, False))
+            if n > self.cm.context_length:  # scoring is bounded like generation: one window of the context
+                raise ApiError(400, f"the prompt has {n} tokens; the model's context is {self.cm.context_length} "
+                               "(scoring is limited to the context)", "prompt")
+            scored = self.cm.prompt_logprobs(prompt, logprobs or 1)
         if kw["max_new_tokens"] == 0:
             if not echo:
                 raise ApiError(400, "max_tokens = 0 needs echo = true (scoring the prompt)", "max_tokens")
@@ -265,20 +332,35 @@ class Handler(BaseHTTPRequestHandler):
         if not getattr(self.server, "quiet", True):
             sys.stderr.write(f"{self.address_string()} {format % args}\n")
 
-    def _send_json(self, status: int, payload: dict[str, Any]) -> None:
+    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
     def _error(self, e: ApiError) -> None:
-        self._send_json(e.status, {"error": {"message": e.message, "type": e.type, "param": e.param, "code": None}})
+        self._send_json(e.status, {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}},
+                        e.headers)
+
+    def _authorized(self, path: str) -> bool:
+        """Check the Bearer key (``/health`` stays open: it reveals nothing); answers 401 itself."""
+        api: Server = self.server.api
+        if path == "/health" or api.authorized(self.headers.get("Authorization")):
+            return True
+        self.close_connection = True  # the body (if any) was not read
+        self._error(ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", code="invalid_api_key",
+                             headers={"WWW-Authenticate": "Bearer"}))
+        return False
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
         api: Server = self.server.api
         path = self.path.split("?", 1)[0].rstrip("/")
+        if not self._authorized(path):
+            return
         if path == "/v1/models":
             self._send_json(200, api.models())
         elif path.startswith("/v1/models/"):
@@ -295,9 +377,17 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         api: Server = self.server.api
         path = self.path.split("?", 1)[0].rstrip("/")
+        if not self._authorized(path):
+            return
+        admitted = False
         try:
-            n = int(self.headers.get("Content-Length") or 0)
+            length = (self.headers.get("Content-Length") or "0").strip()
+            if not length.isdigit():
+                self.close_connection = True  # the body's end is unknown: this connection cannot be reused
+                raise ApiError(400, f"Content-Length must be a non-negative integer, got {length!r}")
+            n = int(length)
             if n > MAX_BODY:
+                self.close_connection = True
                 raise ApiError(413, f"request body over {MAX_BODY} bytes")
             raw = self.rfile.read(n) if n else b""
             try:
@@ -306,22 +396,24 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, f"body is not valid JSON: {e}") from None
             if not isinstance(body, dict):
                 raise ApiError(400, "body must be a JSON object")
-            if path == "/v1/chat/completions":
-                out = api.chat(body)
-            elif path == "/v1/completions":
-                out = api.completions(body)
-            else:
+            if path not in ("/v1/chat/completions", "/v1/completions"):
                 raise ApiError(404, f"no route POST {path}", type_="not_found_error")
+            api.admit()  # 503 at once when the queue is full
+            admitted = True
+            out = api.chat(body) if path == "/v1/chat/completions" else api.completions(body)
+            if isinstance(out, dict):
+                self._send_json(200, out)
+            else:
+                self._stream(out)
         except ApiError as e:
             self._error(e)
-            return
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
         except Exception as e:  # a bug or a model failure: one JSON error, the server keeps running
             self._error(ApiError(500, f"{type(e).__name__}: {e}", type_="server_error"))
-            return
-        if isinstance(out, dict):
-            self._send_json(200, out)
-        else:
-            self._stream(out)
+        finally:
+            if admitted:
+                api.leave()
 
     def _stream(self, chunks: Iterator[dict[str, Any]]) -> None:
         self.send_response(200)
@@ -353,23 +445,44 @@ class Handler(BaseHTTPRequestHandler):
                 close()
 
 
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """A loud warning when serving beyond loopback without an API key (None when safe)."""
+    if api_key:
+        return None
+    try:
+        loopback = all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+    except (OSError, ValueError):
+        loopback = False
+    if loopback:
+        return None
+    return (f"WARNING: serving on {host} (reachable from other machines) WITHOUT an API key: anyone who can reach "
+            "this port can use the model. Pass --api-key KEY (or set GENESIS_API_KEY), or bind 127.0.0.1.")
+
+
 def make_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
-                device: str = "auto", dtype: str = "auto", quiet: bool = True) -> ThreadingHTTPServer:
+                device: str = "auto", dtype: str = "auto", quiet: bool = True, max_queue: int = MAX_QUEUE,
+                api_key: str | None = None) -> ThreadingHTTPServer:
     """Load the model and bind the server (``port=0``: any free port); call ``serve_forever``."""
     from stages.serving.model import ChatModel
 
     cm = ChatModel(model_dir, device=device, dtype=dtype, name=model_name)
     httpd = ThreadingHTTPServer((host, port), Handler)
     httpd.daemon_threads = True
-    httpd.api = Server(cm)  # type: ignore[attr-defined]
+    httpd.api = Server(cm, max_queue=max_queue, api_key=api_key)  # type: ignore[attr-defined]
     httpd.quiet = quiet  # type: ignore[attr-defined]
     return httpd
 
 
 def serve(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, model_name: str | None = None,
-          device: str = "auto", dtype: str = "auto", ready: threading.Event | None = None, quiet: bool = False) -> None:
+          device: str = "auto", dtype: str = "auto", ready: threading.Event | None = None, quiet: bool = False,
+          max_queue: int = MAX_QUEUE, api_key: str | None = None) -> None:
     """Serve ``model_dir`` until interrupted (Ctrl-C). ``model_name`` defaults to the directory name."""
-    httpd = make_server(model_dir, host, port, model_name, device, dtype, quiet)
+    warning = exposure_warning(host, api_key)
+    if warning:
+        sys.stderr.write(f"\n{'!' * 78}\n{warning}\n{'!' * 78}\n\n")
+        sys.stderr.flush()
+    httpd = make_server(model_dir, host, port, model_name, device, dtype, quiet, max_queue, api_key)
     h, p = httpd.server_address[:2]
     print(f"serving {httpd.api.name} ({model_dir}) on http://{h}:{p}/v1  (Ctrl-C to stop)", flush=True)  # type: ignore[attr-defined]
     if ready is not None:
@@ -393,8 +506,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", default=None, help="model id to serve under (default: the directory name)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    ap.add_argument("--max-queue", type=int, default=MAX_QUEUE, help="model requests admitted at once; more get 503")
+    ap.add_argument("--api-key", default=os.environ.get("GENESIS_API_KEY"), help="require 'Authorization: Bearer KEY' "
+                    "(default: $GENESIS_API_KEY)")
     a = ap.parse_args(argv)
-    serve(a.model_dir, a.host, a.port, a.name, a.device, a.dtype)
+    serve(a.model_dir, a.host, a.port, a.name, a.device, a.dtype, max_queue=a.max_queue, api_key=a.api_key)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,22 @@ def app_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule
     return {"model": msd, "optimizer": osd, "lr_scheduler": scheduler.state_dict(), "train_state": dict(train_state)}
 
 
+def reproducible_writer(path: Path) -> Any:
+    """A DCP ``FileSystemWriter`` whose ``.metadata`` holds no run metadata.
+
+    The stock writer records ``StorageMeta(checkpoint_id=<absolute run dir>, save_id=<random uuid>)``
+    in ``.metadata``; both differ between two builds of the same key (another cache root, another
+    uuid), so a published checkpoint's bytes — and every key downstream — would never repeat. The
+    loader does not need either (it fills in its own ``StorageMeta``)."""
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    class _Writer(FileSystemWriter):
+        def storage_meta(self) -> Any:
+            return None
+
+    return _Writer(str(path))
+
+
 class Checkpointer:
     """Saves (optionally asynchronously), rotates and strictly restores checkpoints."""
 
@@ -102,11 +118,12 @@ class Checkpointer:
             os.replace(tmp, d / "train_state.json")
         dist.barrier(group=self.group)
         if self.async_save and not blocking:
-            fut = dcp.async_save(state, checkpoint_id=str(d), process_group=self.group)
+            fut = dcp.async_save(state, checkpoint_id=str(d), storage_writer=reproducible_writer(d),
+                                  process_group=self.group)
             fut = getattr(fut, "upload_completion", fut)
             self.pending = (step, fut)
         else:
-            dcp.save(state, checkpoint_id=str(d), process_group=self.group)
+            dcp.save(state, checkpoint_id=str(d), storage_writer=reproducible_writer(d), process_group=self.group)
             self._finished(step)
         self.save_seconds.append(time.perf_counter() - t0)
 

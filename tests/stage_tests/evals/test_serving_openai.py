@@ -106,7 +106,7 @@ def test_chat_streaming_chunks_add_up(server: str) -> None:
 
 
 def test_stop_strings_cut_output_streaming_and_not(server: str) -> None:
-    base = {"model": "x", "prompt": "The quick brown fox", "max_tokens": 24, "temperature": 0}
+    base = {"model": "tiny-test", "prompt": "The quick brown fox", "max_tokens": 24, "temperature": 0}
     full = post(server, "/v1/completions", base)["choices"][0]["text"]
     assert len(full) > 6
     stop = full[3:5]  # a string the greedy output is known to contain
