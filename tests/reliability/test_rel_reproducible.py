@@ -23,8 +23,7 @@ import pytest
 
 from rel_helpers import record
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_default_target_e2e import Product  # noqa: E402
+from test_default_target_e2e import Product  # tests/ is on sys.path (see tests/conftest.py)
 
 pytestmark = pytest.mark.slow
 SHARED = {"corpus-source", "corpus", "tokenizer", "tokenize", "pretrain"}  # stages copied, not rebuilt (see above)
