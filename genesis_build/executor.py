@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,7 +141,8 @@ class Engine:
             key = digest_json(material)
             ref = self.refs.get(nid)
             if nid in force:
-                st = NodeStatus(nid, node.stage.name, key, FORCED, ["--force"], list(inputs.values()))
+                why = "--force: fresh run from step 0" if node.stage.resumable else "--force"
+                st = NodeStatus(nid, node.stage.name, key, FORCED, [why], list(inputs.values()))
             elif self.cache.has(key):
                 m = self.cache.manifest(key) or {}
                 st = NodeStatus(nid, node.stage.name, key, CACHED, [], list(inputs.values()), digest=m.get("output_digest"))
@@ -261,8 +263,14 @@ class Engine:
                 if hit is None:
                     if cancel.is_set():
                         return NodeResult(node.id, "skipped", key, error="cancelled")
-                    manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()}, options, git, ui)
+                    before = self.cache.manifest(key) if forced and self.cache.has(key) else None
+                    manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()},
+                                                     options, git, ui, fresh=forced)
                     outcome = "built"
+                    if before is not None and ui and hasattr(ui, "note"):
+                        same = before.get("output_digest") == manifest["output_digest"]
+                        ui.note(f"{node.id}: output {'unchanged' if same else 'changed'} by the forced rebuild"
+                                f"{' (same digest): dependents stay cached' if same else ': dependents rebuild'}")
                     if self.remote is not None and self.ws.remote_push:
                         self.remote.push(key)
                 else:
@@ -293,7 +301,8 @@ class Engine:
         return None
 
     def _run_and_publish(self, node: Node, key: str, material: dict[str, Any], inputs: dict[str, tuple[str, str]],
-                         options: dict[str, Any], git: str | None, ui: Any) -> dict[str, Any]:
+                         options: dict[str, Any], git: str | None, ui: Any, fresh: bool = False) -> dict[str, Any]:
+        """Run the stage into a temp dir and publish it; ``fresh`` (--force): a resumable stage starts at step 0."""
         tmp = self.cache.new_tmp(key)
         log_path = self.cache.log_path(key)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +329,12 @@ class Engine:
         try:
             if node.stage.resumable:
                 with self.cache.lock(f"run-{traj_key}", node.id, on_wait=(lambda i: ui.waiting(node.id, i)) if ui else None):
+                    if fresh and run_dir is not None and any(run_dir.iterdir()):
+                        # --force means a new trajectory, not a resume of the finished one: empty the run dir
+                        for p in list(run_dir.iterdir()):
+                            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                        if ui and hasattr(ui, "note"):
+                            ui.note(f"{node.id}: --force: fresh run from step 0 (run directory {run_dir.name[:12]} cleared)")
                     peak = self._execute(node, payload, log_path, ui)
             else:
                 peak = self._execute(node, payload, log_path, ui)

@@ -7,7 +7,14 @@ The key covers ``[architecture]`` and the math of ``[training]``; the parallel s
 micro-batch, sharding, checkpointing) is not part of it. ``training.steps`` / ``training.tokens`` are
 excluded from the trajectory, so a longer run reuses the run directory: with WSD it continues from
 the checkpoint at the old decay start and only re-does the decay. Output: ``checkpoint/`` (final DCP
-checkpoint), ``config.json`` (HF config), ``metrics.jsonl``, ``tb/``, ``train_state.json``.
+checkpoint), ``config.json`` (HF config), ``metrics.jsonl`` (the loss / grad-norm / LR / validation
+curves), ``train_state.json``.
+
+The output is deterministic: the same key trained again on the same layout gives the same bytes, so a
+``--force`` rebuild that reproduces the weights leaves every dependent cached (early cutoff). Run
+metadata stays out of it: timings, throughput, MFU, sessions and resume events are in the run
+directory's ``metrics.jsonl`` and ``tb/`` (TensorBoard) and in the manifest's stats; DCP's per-save
+uuid is dropped from the published ``checkpoint/.metadata``.
 
 Multi-node (parallel spec ``nnodes = 2``, ``rdzv_endpoint = "node0:29500"``): only node 0 builds —
 ``genesis-build pretrain:1b`` there locks the key and the run dir, writes ``job.json``, serves its path
@@ -123,7 +130,7 @@ def resolve_spec(ctx: Context, address: str) -> Any:
 
 
 
-@stage("pretrain", version=2, kind="model", fields=KEY_FIELDS, inputs=_inputs, check=_check, describe=_describe,
+@stage("pretrain", version=3, kind="model", fields=KEY_FIELDS, inputs=_inputs, check=_check, describe=_describe,
        heavy=True, resumable=True, trajectory_exclude=tuple(f"training.{f}" for f in TRAINING_EXTENSION_FIELDS))
 def pretrain(ctx: Context) -> None:
     """Pretrain the model with FSDP2 on torchrun ranks (resumable; DCP checkpoints in the run dir)."""
@@ -175,10 +182,9 @@ def pretrain(ctx: Context) -> None:
     # A copy, not a hard link: a damaged cache object must not share its bytes with the run dir the
     # rebuild resumes from (copy_file_range reflinks where the filesystem can).
     shutil.copytree(final, ctx.out / "checkpoint", copy_function=shutil.copyfile)
-    shutil.copy2(final / "train_state.json", ctx.out / "train_state.json")
-    shutil.copy2(run / "metrics.jsonl", ctx.out / "metrics.jsonl")
-    if (run / "tb").is_dir():
-        shutil.copytree(run / "tb", ctx.out / "tb")
+    strip_dcp_run_id(ctx.out / "checkpoint" / ".metadata")
+    shutil.copyfile(final / "train_state.json", ctx.out / "train_state.json")
+    publish_curves(run / "metrics.jsonl", ctx.out / "metrics.jsonl")
     llama_config(spec.architecture, int(meta["vocab_size"]), **special).to_json_file(str(ctx.out / "config.json"))
 
     for w in result.get("warnings") or []:
@@ -187,6 +193,45 @@ def pretrain(ctx: Context) -> None:
         ctx.log(f"--reset-optimizer: optimizer state started fresh at step {result['resumed_from']}")
     keys = ("params", "params_non_embedding", "world_size", "steps_run", "resumed_from", "resume_reason", "resume_exact",
             "reset_optimizer", "initial_val_loss", "final_loss", "final_val_loss", "tokens_per_s", "mfu", "peak_flops_source",
-            "peak_memory_mb_per_rank", "time_to_first_step_s", "checkpoint_blocking_s", "warnings")
+            "peak_memory_mb_per_rank", "time_to_first_step_s", "checkpoint_blocking_s", "warnings", "layout")
     ctx.stats(**{k: result.get(k) for k in keys}, total_steps=result["step"],
-              tokens=result["step"] * spec.training.global_batch_tokens)
+              tokens=result["step"] * spec.training.global_batch_tokens, run_dir=str(run))
+
+
+# what a published metrics.jsonl record keeps: the math of the trajectory, nothing about the run
+CURVE_FIELDS = ("kind", "step", "loss", "grad_norm", "lr", "val_loss")
+
+
+def publish_curves(src: Path, dst: Path) -> None:
+    """The deterministic part of the run's ``metrics.jsonl``: train/eval curves, one record per step.
+
+    Timings, throughput, MFU, session numbers and start/resume events describe the run, not the model;
+    they would make two identical trainings publish different bytes, so they stay in the run dir.
+    """
+    from stages.training.metrics import read_metrics
+
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in read_metrics(src):
+        if r.get("kind") in ("train", "eval") and isinstance(r.get("step"), int):
+            by_key[(r["kind"], r["step"])] = {k: r[k] for k in CURVE_FIELDS if k in r}
+    with open(dst, "w") as f:
+        for k in sorted(by_key, key=lambda k: (k[1], k[0] != "eval")):
+            f.write(json.dumps(by_key[k]) + "\n")
+
+
+def strip_dcp_run_id(metadata: Path) -> None:
+    """Drop ``storage_meta`` (checkpoint path + a random save uuid) from a copied DCP ``.metadata``.
+
+    DCP writes a fresh uuid into every save's metadata; readers do not need it (they fill in an
+    empty one), and without it the same weights give the same bytes. The file is our own run's DCP
+    metadata (the one pickle this tool trusts, see the README's trust model).
+    """
+    import pickle
+
+    with open(metadata, "rb") as f:
+        md = pickle.load(f)  # noqa: S301 — our own run's DCP metadata
+    md.storage_meta = None
+    tmp = metadata.with_name(".metadata.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(md, f)
+    tmp.replace(metadata)
