@@ -84,7 +84,7 @@ def shipped_layout(spec: ModelSpec) -> tuple[int, int, int, str]:
     from stages.training.layout import resolve_layout
 
     par = ParallelSpec.model_validate(tomllib.loads((ROOT / "specs/parallel/cpu-2.toml").read_text()))
-    lay, source = resolve_layout(spec, par, VOCAB, workspace=None, measure=False)
+    lay, source = resolve_layout(spec, par, VOCAB, workspace=ROOT)
     return lay.nproc_per_node, lay.threads_per_rank, lay.micro_batch_size, source
 
 

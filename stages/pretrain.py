@@ -66,11 +66,22 @@ def check_batch(spec: ModelSpec, parallel: Any, parallel_name: str = "parallel")
                          f"nproc_per_node in specs/parallel/{parallel_name}.toml")
 
 
+def concrete_parallel(spec: ModelSpec, parallel: Any, vocab: int | None, workspace: Any) -> tuple[Any, str]:
+    """(the parallel spec with its layout filled in, where the layout came from); see ``stages.training.layout``."""
+    from stages.training import layout as lay
+
+    if not lay.is_auto(parallel):
+        return parallel, "given in the parallel spec"
+    chosen, source = lay.resolve_layout(spec, parallel, vocab, Path(workspace) if workspace else None)
+    return lay.apply(parallel, chosen), source
+
+
 def _check(spec: ModelSpec, resolve: Callable[[str], Any]) -> None:
     try:
         parallel = resolve(spec.parallel)
     except GenesisError as e:
         raise FieldError("parallel", str(e)) from e
+    parallel, _ = concrete_parallel(spec, parallel, None, None)
     check_batch(spec, parallel, ref_name(spec.parallel))
     if spec.training.eval_every > spec.training.total_steps:
         raise FieldError("training.eval_every", f"{spec.training.eval_every} is more than the {spec.training.total_steps} "
@@ -89,12 +100,27 @@ def _vocab_of(resolve: Callable[[str], Any], address: str) -> int | None:
 def _describe(spec: ModelSpec, resolve: Callable[[str], Any]) -> list[tuple[str, str]]:
     from stages.training.planner import launch_rows, plan
 
+    from stages.training.layout import Layout, is_auto
+
     parallel = resolve(spec.parallel)
     try:
         name = spec_name(spec)
     except GenesisError:  # a spec built outside the engine (tests)
         name = "model"
-    return plan(spec, parallel, _vocab_of(resolve, spec.tokenizer)) + launch_rows(parallel, _job_name(name))
+    vocab = _vocab_of(resolve, spec.tokenizer)
+    rows = []
+    if is_auto(parallel):
+        parallel, source = concrete_parallel(spec, parallel, vocab, _workspace_of(resolve))
+        chosen = Layout(parallel.nproc_per_node, parallel.threads_per_rank, parallel.micro_batch_size)
+        rows.append(("layout", f"{chosen.label(spec.training.global_batch_tokens // spec.architecture.context_length)} "
+                               f"({source})"))
+    return rows + plan(spec, parallel, vocab) + launch_rows(parallel, _job_name(name))
+
+
+def _workspace_of(resolve: Callable[[str], Any]) -> Path | None:
+    """The workspace root behind the engine's resolver (where probe records layouts), if it has one."""
+    root = getattr(getattr(resolve, "__self__", None), "root", None)  # genesis_build.graph.Project.root
+    return Path(root) if root is not None else None
 
 
 def _job_name(name: str) -> str:
@@ -108,12 +134,14 @@ def probe(spec: ModelSpec, resolve: Callable[[str], Any], steps: int = 5, worksp
     A few real training steps of the model on its parallel layout (same launcher and trainer) on
     random tokens in a scratch dir; see ``stages.training.probe``.
     """
-    from stages.training.probe import probe_pretrain
+    from stages.training.probe import probe_layouts, probe_pretrain
 
     try:
         name = spec_name(spec)
     except GenesisError:
         name = "model"
+    if getattr(resolve(spec.parallel), "layout", "given") == "auto":
+        return probe_layouts(spec, resolve, steps=steps, workspace=workspace, node=f"pretrain:{name}")
     return probe_pretrain(spec, resolve, steps=steps, workspace=workspace, node=f"pretrain:{name}")
 
 
@@ -145,7 +173,8 @@ def pretrain(ctx: Context) -> None:
     run = Path(ctx.run_dir)
     tokens = ctx.inputs["tokens"].path
     meta = load_meta(tokens)
-    parallel = resolve_spec(ctx, spec.parallel)
+    parallel, layout_source = concrete_parallel(spec, resolve_spec(ctx, spec.parallel), int(meta["vocab_size"]),
+                                                ctx.workspace)
     check_batch(spec, parallel, ref_name(spec.parallel))
     special = {"bos_id": meta.get("bos_id"), "eos_id": meta.get("eos_id"), "pad_id": meta.get("pad_id")}
     reset = bool(ctx.options.get("reset_optimizer"))
@@ -156,7 +185,8 @@ def pretrain(ctx: Context) -> None:
                    progress_file=str(progress))
     job_path = run / "job.json"
     job.write(job_path)
-    ctx.log(f"pretrain {ctx.node}: {parallel.world_size} rank(s), run dir {run}")
+    ctx.log(f"pretrain {ctx.node}: {parallel.world_size} rank(s), micro-batch {parallel.micro_batch_size} "
+            f"(layout {layout_source}), run dir {run}")
 
     def relay(msg: dict[str, Any]) -> None:
         extra = {k: v for k, v in msg.items() if k not in ("done", "total", "desc")}
@@ -194,7 +224,10 @@ def pretrain(ctx: Context) -> None:
     keys = ("params", "params_non_embedding", "world_size", "steps_run", "resumed_from", "resume_reason", "resume_exact",
             "reset_optimizer", "initial_val_loss", "final_loss", "final_val_loss", "tokens_per_s", "mfu", "peak_flops_source",
             "peak_memory_mb_per_rank", "time_to_first_step_s", "checkpoint_blocking_s", "warnings", "layout")
-    ctx.stats(**{k: result.get(k) for k in keys}, total_steps=result["step"],
+    layout = {"nproc_per_node": parallel.nproc_per_node, "nnodes": parallel.nnodes,
+              "threads_per_rank": parallel.threads_per_rank, "micro_batch_size": parallel.micro_batch_size,
+              "source": layout_source}
+    ctx.stats(**{k: result.get(k) for k in keys if k != "layout"}, layout=layout, total_steps=result["step"],
               tokens=result["step"] * spec.training.global_batch_tokens, run_dir=str(run))
 
 
