@@ -55,7 +55,8 @@ class NodeStatus:
     def as_json(self) -> dict[str, Any]:
         """The ``--dry-run --format json`` record."""
         return {"id": self.id, "stage": self.stage, "key": self.key, "state": self.state,
-                "reason": "; ".join(self.reasons), "inputs": self.inputs, "warnings": self.warnings}
+                "reason": "; ".join(self.reasons), "inputs": self.inputs, "warnings": self.warnings,
+                "details": [{"label": str(label), "value": str(value)} for label, value in self.describe]}
 
 
 @dataclass
