@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from genesis_build import faults
 from genesis_build.errors import GenesisError
 
 from . import fsdp
@@ -342,6 +343,7 @@ class Trainer:
             else:
                 self.ck.poll()
             profiler.after(self.step)
+            faults.point("train.after_step")  # GENESIS_FAULT="train.after_step:kill@N": a crash at step N (gpu_check)
             if stopped:
                 break
         self.ck.wait()
