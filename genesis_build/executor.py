@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -55,7 +56,8 @@ class NodeStatus:
     def as_json(self) -> dict[str, Any]:
         """The ``--dry-run --format json`` record."""
         return {"id": self.id, "stage": self.stage, "key": self.key, "state": self.state,
-                "reason": "; ".join(self.reasons), "inputs": self.inputs, "warnings": self.warnings}
+                "reason": "; ".join(self.reasons), "inputs": self.inputs, "warnings": self.warnings,
+                "details": [{"label": str(label), "value": str(value)} for label, value in self.describe]}
 
 
 @dataclass
@@ -201,7 +203,8 @@ class Engine:
             input_digests = {n: out[i].digest for n, i in inputs.items()}
             key, material = self.node_key(node, input_digests, memo, writes)  # type: ignore[arg-type]
             if nid in force:
-                st = NodeStatus(nid, node.stage.name, key, FORCED, ["--force"], list(inputs.values()))
+                why = "--force: fresh run from step 0" if node.stage.resumable else "--force"
+                st = NodeStatus(nid, node.stage.name, key, FORCED, [why], list(inputs.values()))
             elif self.cache.has(key):
                 m = self.cache.manifest(key) or {}
                 st = NodeStatus(nid, node.stage.name, key, CACHED, [], list(inputs.values()), digest=m.get("output_digest"))
@@ -331,8 +334,14 @@ class Engine:
                         return NodeResult(node.id, "skipped", key, error="cancelled")
                     if material is None:
                         material = self.material(node, input_digests)
-                    manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()}, options, git, ui)
+                    before = self.cache.manifest(key) if forced and self.cache.has(key) else None
+                    manifest = self._run_and_publish(node, key, material, {n: (i, built_keys[i]) for n, i in inputs.items()},
+                                                     options, git, ui, fresh=forced)
                     outcome = "built"
+                    if before is not None and ui and hasattr(ui, "note"):
+                        same = before.get("output_digest") == manifest["output_digest"]
+                        ui.note(f"{node.id}: output {'unchanged' if same else 'changed'} by the forced rebuild"
+                                f"{' (same digest): dependents stay cached' if same else ': dependents rebuild'}")
                     if self.remote is not None and self.ws.remote_push:
                         self._push(node, key, ui)
                 else:
@@ -415,7 +424,8 @@ class Engine:
         return None
 
     def _run_and_publish(self, node: Node, key: str, material: dict[str, Any], inputs: dict[str, tuple[str, str]],
-                         options: dict[str, Any], git: str | None, ui: Any) -> dict[str, Any]:
+                         options: dict[str, Any], git: str | None, ui: Any, fresh: bool = False) -> dict[str, Any]:
+        """Run the stage into a temp dir and publish it; ``fresh`` (--force): a resumable stage starts at step 0."""
         tmp = self.cache.new_tmp(key)
         log_path = self.cache.log_path(key)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -442,6 +452,12 @@ class Engine:
         try:
             if node.stage.resumable:
                 with self.cache.lock(f"run-{traj_key}", node.id, on_wait=(lambda i: ui.waiting(node.id, i)) if ui else None):
+                    if fresh and run_dir is not None and any(run_dir.iterdir()):
+                        # --force means a new trajectory, not a resume of the finished one: empty the run dir
+                        for p in list(run_dir.iterdir()):
+                            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                        if ui and hasattr(ui, "note"):
+                            ui.note(f"{node.id}: --force: fresh run from step 0 (run directory {run_dir.name[:12]} cleared)")
                     peak = self._execute(node, payload, log_path, ui)
             else:
                 peak = self._execute(node, payload, log_path, ui)

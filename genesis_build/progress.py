@@ -80,6 +80,11 @@ class BuildUI:
         """A warning that must not be missed."""
         self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
 
+    def note(self, message: str) -> None:
+        """Something the user should know about what the build does (not a problem)."""
+        if not self.quiet:
+            self.console.print(f"[cyan]note:[/] {escape(message)}", highlight=False)
+
     def waiting(self, node: str, info: dict[str, Any]) -> None:
         """Another builder holds this node's lock."""
         who = f"{info.get('host', '?')} pid {info.get('pid', '?')}" if info else "another builder"

@@ -1,8 +1,10 @@
 """Stage ``dpo``: direct preference optimisation on the AI-feedback pairs (RL-CAI via DPO).
 
 Node ``dpo:<model>`` starts from the SFT model (``sft:<model>``), which is also the frozen
-reference: its log-probabilities of every chosen/rejected completion are computed once here, before
-training, so the trainer holds only the policy. Trains with the shared FSDP2 trainer and the DPO
+reference: its log-probabilities of every chosen/rejected completion are computed once, before
+training, so the trainer holds only the policy. On CUDA they are computed in a child process that
+exits before torchrun starts: a reference model (and a CUDA context) left on cuda:0 in the stage
+process would sit next to rank 0's policy for the whole run — enough to run a 24 GB card out of memory. Trains with the shared FSDP2 trainer and the DPO
 loss (β = ``[dpo] beta``), resumable like pretraining::
 
     genesis-build dpo:tiny
@@ -52,6 +54,19 @@ def reference_logps(model_dir: Any, pairs: list[dict[str, Any]], batch_size: int
     return out
 
 
+def reference_logps_isolated(model_dir: Any, pairs: list[dict[str, Any]], device: str = "auto") -> list[tuple[float, float]]:
+    """:func:`reference_logps`, on CUDA in a spawned process whose exit frees every byte it held on the GPU."""
+    from stages.cai_lib.generators import resolve_device
+
+    dev = resolve_device(device)
+    if not dev.startswith("cuda"):
+        return reference_logps(model_dir, pairs, device=dev)  # CPU: freed when the model goes out of scope
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:  # spawn: a forked child cannot use CUDA
+        return pool.apply(reference_logps, (str(model_dir), pairs), {"device": dev})
+
+
 @stage("dpo", version=2, kind="model", fields=DPO_KEY_FIELDS, inputs=_inputs, check=_check, heavy=True,
        resumable=True, trajectory_exclude=("dpo.steps",))
 def dpo(ctx: Context) -> None:
@@ -77,7 +92,7 @@ def dpo(ctx: Context) -> None:
     if not rows:
         raise GenesisError(f"{ctx.node}: no usable preference pairs in cai-preferences:{ctx.spec_name}")
     ctx.log(f"dpo: {len(rows)} pairs ({dropped} dropped); computing reference log-probabilities")
-    for r, (c, j) in zip(rows, reference_logps(sft_hf, rows, device=spec.cai.runtime.device)):
+    for r, (c, j) in zip(rows, reference_logps_isolated(sft_hf, rows, device=spec.cai.runtime.device)):
         r["ref_chosen_logps"], r["ref_rejected_logps"] = c, j
     write_json(ctx.out / "data_stats.json", {"pairs": len(rows), "dropped": dropped})
     run_training(ctx, spec.dpo, "stages.cai_lib.train_tasks:DpoTask",

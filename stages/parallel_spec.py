@@ -1,7 +1,8 @@
 """The ``parallel`` spec kind: ``specs/parallel/<name>.toml`` — how a training run is executed.
 
 Nothing here is part of any key (world size, sharding, micro-batching and activation checkpointing
-do not change the math: DCP reshards and the data order is global). The pretrain stage's ``check``
+do not change the math: DCP reshards and the data order is global). ``layout = "auto"`` lets the
+machine choose ranks × threads × micro-batch (see ``stages.training.layout``). The pretrain stage's ``check``
 hook verifies that the layout can realise the model's global batch. Multi-node: ``nnodes`` > 1 with
 ``rdzv_endpoint`` (torchrun on every node, see ``stages.training.launch``) or ``launcher = "slurm"``
 with an optional ``[slurm]`` table (one ``sbatch --wait`` job, see ``stages.training.slurm``).
@@ -58,6 +59,10 @@ class ParallelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     launcher: Literal["torchrun", "slurm"] = "torchrun"
+    # "auto" (one node, gloo): ranks × threads × micro-batch chosen for the machine, measured by
+    # `genesis-build probe` (stages.training.layout); "given": the fields below as written
+    layout: Literal["given", "auto"] = "given"
+    threads_per_rank: int | None = Field(default=None, gt=0)  # OMP threads per rank; default CPUs / ranks
     nproc_per_node: int = Field(default=1, gt=0)
     nnodes: int = Field(default=1, gt=0)
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when CUDA is available, else gloo

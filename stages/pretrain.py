@@ -7,7 +7,14 @@ The key covers ``[architecture]`` and the math of ``[training]``; the parallel s
 micro-batch, sharding, checkpointing) is not part of it. ``training.steps`` / ``training.tokens`` are
 excluded from the trajectory, so a longer run reuses the run directory: with WSD it continues from
 the checkpoint at the old decay start and only re-does the decay. Output: ``checkpoint/`` (final DCP
-checkpoint), ``config.json`` (HF config), ``metrics.jsonl``, ``tb/``, ``train_state.json``.
+checkpoint), ``config.json`` (HF config), ``metrics.jsonl`` (the loss / grad-norm / LR / validation
+curves), ``train_state.json``.
+
+The output is deterministic: the same key trained again on the same layout gives the same bytes, so a
+``--force`` rebuild that reproduces the weights leaves every dependent cached (early cutoff). Run
+metadata stays out of it: timings, throughput, MFU, sessions and resume events are in the run
+directory's ``metrics.jsonl`` and ``tb/`` (TensorBoard) and in the manifest's stats; DCP's per-save
+uuid is dropped from the published ``checkpoint/.metadata``.
 
 Multi-node (parallel spec ``nnodes = 2``, ``rdzv_endpoint = "node0:29500"``): only node 0 builds —
 ``genesis-build pretrain:1b`` there locks the key and the run dir, writes ``job.json``, serves its path
@@ -41,12 +48,23 @@ def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
     return {"tokens": f"tokenize:{ref_name(view.spec.tokenizer)}"}
 
 
+def concrete_parallel(spec: ModelSpec, parallel: Any, vocab: int | None, workspace: Any) -> tuple[Any, str]:
+    """(the parallel spec with its layout filled in, where the layout came from); see ``stages.training.layout``."""
+    from stages.training import layout as lay
+
+    if not lay.is_auto(parallel):
+        return parallel, "given in the parallel spec"
+    chosen, source = lay.resolve_layout(spec, parallel, vocab, Path(workspace) if workspace else None)
+    return lay.apply(parallel, chosen), source
+
+
 def _check(view: SpecView) -> None:
     spec: ModelSpec = view.spec
     try:
         parallel = view.resolve(spec.parallel)
     except GenesisError as e:
         raise FieldError("parallel", str(e)) from e
+    parallel, _ = concrete_parallel(spec, parallel, None, None)
     check_batch(spec, parallel, ref_name(spec.parallel))
     if spec.training.eval_every > spec.training.total_steps:
         raise FieldError("training.eval_every", f"{spec.training.eval_every} is more than the {spec.training.total_steps} "
@@ -65,9 +83,18 @@ def _vocab_of(resolve: Callable[[str], Any], address: str) -> int | None:
 def _describe(view: SpecView) -> list[tuple[str, str]]:
     from stages.training.planner import launch_rows, plan
 
+    from stages.training.layout import Layout, is_auto
+
     spec: ModelSpec = view.spec
     parallel = view.resolve(spec.parallel)
-    return plan(spec, parallel, _vocab_of(view.resolve, spec.tokenizer)) + launch_rows(parallel, _job_name(view.name))
+    vocab = _vocab_of(view.resolve, spec.tokenizer)
+    rows = []
+    if is_auto(parallel):
+        parallel, source = concrete_parallel(spec, parallel, vocab, view.workspace)
+        chosen = Layout(parallel.nproc_per_node, parallel.threads_per_rank, parallel.micro_batch_size)
+        rows.append(("layout", f"{chosen.label(spec.training.global_batch_tokens // spec.architecture.context_length)} "
+                               f"({source})"))
+    return rows + plan(spec, parallel, vocab) + launch_rows(parallel, _job_name(view.name))
 
 
 def _job_name(name: str) -> str:
@@ -92,10 +119,11 @@ def probe(args: Any, session: Any) -> int:
     node = session.node(args.node)
     if node.stage != "pretrain":
         raise GenesisError(f"{args.node}: stage {node.stage} has no probe")
-    from stages.training.probe import probe_pretrain
+    from stages.training.probe import probe_layouts, probe_pretrain
 
-    session.print(probe_pretrain(node.view.spec, node.view.resolve, steps=args.steps, workspace=session.workspace,
-                                 node=node.id, lookup=session.lookup))
+    spec, resolve = node.view.spec, node.view.resolve
+    run_probe = probe_layouts if getattr(resolve(spec.parallel), "layout", "given") == "auto" else probe_pretrain
+    session.print(run_probe(spec, resolve, steps=args.steps, workspace=session.workspace, node=node.id, lookup=session.lookup))
     return 0
 
 
@@ -114,7 +142,7 @@ def pretrain(ctx: Context) -> None:
     run = Path(ctx.run_dir)
     tokens = ctx.inputs["tokens"].path
     meta = load_meta(tokens)
-    parallel = ctx.resolve(spec.parallel)
+    parallel, layout_source = concrete_parallel(spec, ctx.resolve(spec.parallel), int(meta["vocab_size"]), ctx.workspace)
     check_batch(spec, parallel, ref_name(spec.parallel))
     special = {"bos_id": meta.get("bos_id"), "eos_id": meta.get("eos_id"), "pad_id": meta.get("pad_id")}
     reset = bool(ctx.options.get("reset_optimizer"))
@@ -125,7 +153,8 @@ def pretrain(ctx: Context) -> None:
                    progress_file=str(progress))
     job_path = run / "job.json"
     job.write(job_path)
-    ctx.log(f"pretrain {ctx.node}: {parallel.world_size} rank(s), run dir {run}")
+    ctx.log(f"pretrain {ctx.node}: {parallel.world_size} rank(s), micro-batch {parallel.micro_batch_size} "
+            f"(layout {layout_source}), run dir {run}")
 
     def relay(msg: dict[str, Any]) -> None:
         extra = {k: v for k, v in msg.items() if k not in ("done", "total", "desc")}
@@ -151,10 +180,9 @@ def pretrain(ctx: Context) -> None:
     # A copy, not a hard link: a damaged cache object must not share its bytes with the run dir the
     # rebuild resumes from (copy_file_range reflinks where the filesystem can).
     shutil.copytree(final, ctx.out / "checkpoint", copy_function=shutil.copyfile)
-    shutil.copy2(final / "train_state.json", ctx.out / "train_state.json")
-    shutil.copy2(run / "metrics.jsonl", ctx.out / "metrics.jsonl")
-    if (run / "tb").is_dir():
-        shutil.copytree(run / "tb", ctx.out / "tb")
+    strip_dcp_run_id(ctx.out / "checkpoint" / ".metadata")
+    shutil.copyfile(final / "train_state.json", ctx.out / "train_state.json")
+    publish_curves(run / "metrics.jsonl", ctx.out / "metrics.jsonl")
     llama_config(spec.architecture, int(meta["vocab_size"]), **special).to_json_file(str(ctx.out / "config.json"))
 
     for w in result.get("warnings") or []:
@@ -163,6 +191,48 @@ def pretrain(ctx: Context) -> None:
         ctx.log(f"--reset-optimizer: optimizer state started fresh at step {result['resumed_from']}")
     keys = ("params", "params_non_embedding", "world_size", "steps_run", "resumed_from", "resume_reason", "resume_exact",
             "reset_optimizer", "initial_val_loss", "final_loss", "final_val_loss", "tokens_per_s", "mfu", "peak_flops_source",
-            "peak_memory_mb_per_rank", "time_to_first_step_s", "checkpoint_blocking_s", "warnings")
-    ctx.stats(**{k: result.get(k) for k in keys}, total_steps=result["step"],
-              tokens=result["step"] * spec.training.global_batch_tokens)
+            "peak_memory_mb_per_rank", "time_to_first_step_s", "checkpoint_blocking_s", "warnings", "layout")
+    layout = {"nproc_per_node": parallel.nproc_per_node, "nnodes": parallel.nnodes,
+              "threads_per_rank": parallel.threads_per_rank, "micro_batch_size": parallel.micro_batch_size,
+              "source": layout_source}
+    ctx.stats(**{k: result.get(k) for k in keys if k != "layout"}, layout=layout, total_steps=result["step"],
+              tokens=result["step"] * spec.training.global_batch_tokens, run_dir=str(run))
+
+
+# what a published metrics.jsonl record keeps: the math of the trajectory, nothing about the run
+CURVE_FIELDS = ("kind", "step", "loss", "grad_norm", "lr", "val_loss")
+
+
+def publish_curves(src: Path, dst: Path) -> None:
+    """The deterministic part of the run's ``metrics.jsonl``: train/eval curves, one record per step.
+
+    Timings, throughput, MFU, session numbers and start/resume events describe the run, not the model;
+    they would make two identical trainings publish different bytes, so they stay in the run dir.
+    """
+    from stages.training.metrics import read_metrics
+
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in read_metrics(src):
+        if r.get("kind") in ("train", "eval") and isinstance(r.get("step"), int):
+            by_key[(r["kind"], r["step"])] = {k: r[k] for k in CURVE_FIELDS if k in r}
+    with open(dst, "w") as f:
+        for k in sorted(by_key, key=lambda k: (k[1], k[0] != "eval")):
+            f.write(json.dumps(by_key[k]) + "\n")
+
+
+def strip_dcp_run_id(metadata: Path) -> None:
+    """Drop ``storage_meta`` (checkpoint path + a random save uuid) from a copied DCP ``.metadata``.
+
+    DCP writes a fresh uuid into every save's metadata; readers do not need it (they fill in an
+    empty one), and without it the same weights give the same bytes. The file is our own run's DCP
+    metadata (the one pickle this tool trusts, see the README's trust model).
+    """
+    import pickle
+
+    with open(metadata, "rb") as f:
+        md = pickle.load(f)  # noqa: S301 — our own run's DCP metadata
+    md.storage_meta = None
+    tmp = metadata.with_name(".metadata.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(md, f)
+    tmp.replace(metadata)

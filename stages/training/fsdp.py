@@ -82,11 +82,14 @@ def shard_model(model: torch.nn.Module, d: Dist, arch: Any, parallel: Any) -> to
         reduce_dtype=None if param_dtype == torch.float32 and mp.reduce_dtype == "float32" else DTYPES[mp.reduce_dtype],
     )
     layers = model.model.layers
+    # one rank: resharding frees nothing (the shard is the whole tensor) but costs a second
+    # all-gather copy per layer in backward; keep the parameters gathered
+    reshard_all = parallel.reshard_after_forward and d.world > 1
     for i, layer in enumerate(layers):
         # the last layer's params are needed again right away in backward: keep them gathered
-        reshard = parallel.reshard_after_forward and i < len(layers) - 1
+        reshard = reshard_all and i < len(layers) - 1
         fully_shard(layer, mesh=d.mesh, reshard_after_forward=reshard, mp_policy=policy)
-    fully_shard(model, mesh=d.mesh, reshard_after_forward=parallel.reshard_after_forward, mp_policy=policy)
+    fully_shard(model, mesh=d.mesh, reshard_after_forward=reshard_all, mp_policy=policy)
     return model
 
 

@@ -96,12 +96,21 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 class Progress:
     """Rank 0 appends progress lines to a file the launching stage relays to ``ctx.progress``."""
 
+    MIN_INTERVAL_S = 0.5  # the relay reads the file twice a second: more lines would only be skipped work
+
     def __init__(self, path: str | None) -> None:
         self._f = open(path, "a", buffering=1) if path else None
+        self._last = 0.0
 
     def __call__(self, done: int, total: int, **extra: Any) -> None:
-        if self._f is not None:
-            self._f.write(json.dumps({"done": done, "total": total, **extra}) + "\n")
+        """Append a line: the last step, a validation result and the first line always, others ≤ 2/s."""
+        if self._f is None:
+            return
+        now = time.monotonic()
+        if done != total and "val_loss" not in extra and now - self._last < self.MIN_INTERVAL_S:
+            return
+        self._last = now
+        self._f.write(json.dumps({"done": done, "total": total, **extra}) + "\n")
 
 
 class ResumeMonitor:

@@ -78,22 +78,80 @@ def _flops(x: float) -> str:
     return f"{x / 1e6:.1f} MFLOP/s"
 
 
+def probe_layouts(spec: Any, resolve: Callable[[str], Any], steps: int = 5, workspace: Path | None = None,
+                  node: str = "pretrain", lookup: Callable[[str], Any] | None = None) -> str:
+    """``layout = "auto"``: probe every candidate layout of this machine, record the fastest, say which.
+
+    Candidates run one after another (never concurrently: they would share the cores); each is the
+    same trainer as a build. The record (``.genesis/layouts.json``) is what the build and the planner use.
+    """
+    from . import layout as lay
+
+    if workspace is None:
+        raise GenesisError("probe: layout = \"auto\" needs a workspace to record the choice in")
+    parallel = resolve(spec.parallel)
+    vocab, _ = probe_vocab(spec.tokenizer, resolve, lookup)
+    seqs = lay.sequences_per_step(spec)
+    measured: list[tuple[Any, float]] = []
+    lines = [f"{node} on {spec.parallel} (layout = \"auto\", {lay.cpus()} CPUs): {len(lay.candidates(spec))} candidate "
+             f"layouts, {steps} steps each after a warm-up step"]
+    for cand in lay.candidates(spec):
+        result = _probe_run(spec, lay.apply(parallel, cand), vocab, steps, workspace, node, spec.parallel)
+        tok_s = float(result["tokens_per_s"])
+        measured.append((cand, tok_s))
+        lines.append(f"  {cand.label(seqs):<40} {tok_s:>9,.0f} tokens/s")
+    entry = lay.record(spec, vocab, Path(workspace), measured)
+    best = lay.Layout(**entry["layout"])
+    lines.append(f"→ fastest: {best.label(seqs)} ({entry['tokens_per_s']:,.0f} tokens/s), recorded in .genesis/layouts.json; "
+                 f"builds and `genesis-build --dry-run {node}` on this machine use it")
+    return "\n".join(lines)
+
+
 def probe_pretrain(spec: Any, resolve: Callable[[str], Any], steps: int = 5, workspace: Path | None = None,
                    node: str = "pretrain", parallel_address: str | None = None,
                    lookup: Callable[[str], Any] | None = None) -> str:
     """Train ``steps`` + 1 steps of ``spec`` on its parallel layout; return the human-readable answer."""
-    from stages.model_spec import Training
-
-    from .config import TrainJob
-    from .launch import run_torchrun
-    from .planner import check_batch, flops_per_token, human
+    from .planner import flops_per_token, human
 
     if steps < 1:
         raise GenesisError("probe: --steps must be at least 1")
     parallel_address = parallel_address or spec.parallel
     parallel = resolve(parallel_address)
-    check_batch(spec, parallel, ref_name(parallel_address))
     vocab, vocab_src = probe_vocab(spec.tokenizer, resolve, lookup)
+    result = _probe_run(spec, parallel, vocab, steps, workspace, node, parallel_address)
+    total = steps + 1
+    gbt = spec.training.global_batch_tokens
+    tok_s = float(result["tokens_per_s"])
+    s_step = gbt / tok_s
+    world = parallel.world_size
+    backend = parallel.backend
+    layout = (f"{world} rank{'s' if world > 1 else ''}: {parallel.nnodes} node{'s' if parallel.nnodes > 1 else ''} × "
+              f"{parallel.nproc_per_node}, {parallel.launcher}, backend {backend}")
+    lines = [f"{node} on {parallel_address} ({layout}), {gbt:,} tokens/step, vocab {vocab} ({vocab_src})",
+             f"  throughput  {tok_s:,.0f} tokens/s ({s_step:.3f} s/step, mean of steps 2–{total}; step 1 is warm-up)"]
+    peak = result.get("peak_flops_per_device")
+    if peak:
+        fpt = flops_per_token(spec.architecture, vocab)
+        mfu = fpt * tok_s / (float(peak) * world)
+        lines.append(f"  MFU         {100 * mfu:.1f} % ({human(fpt)} FLOP/token; peak {_flops(float(peak))} per "
+                     f"device, {result.get('peak_flops_source')})")
+    lines.append(f"→ put `tokens_per_second = {tok_s:.0f}` in specs/parallel/{ref_name(parallel_address)}.toml; "
+                 f"the planner's ETA (genesis-build --dry-run {node}) uses it")
+    return "\n".join(lines)
+
+
+def _probe_run(spec: Any, parallel: Any, vocab: int, steps: int, workspace: Path | None, node: str,
+               parallel_address: str) -> dict[str, Any]:
+    """``steps`` + 1 training steps of ``spec`` on the concrete ``parallel`` layout; the trainer's result.json."""
+    from stages.model_spec import Training
+
+    from .config import TrainJob
+    from .launch import run_torchrun
+    from .planner import check_batch
+
+    if steps < 1:
+        raise GenesisError("probe: --steps must be at least 1")
+    check_batch(spec, parallel, ref_name(parallel_address))
     total = steps + 1  # + the warm-up step
     tr = spec.training.model_dump()
     tr.update(steps=total, tokens=None, warmup_steps=min(tr["warmup_steps"], total - 1), eval_every=total,
@@ -134,20 +192,4 @@ def probe_pretrain(spec: Any, resolve: Callable[[str], Any], steps: int = 5, wor
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    tok_s = float(result["tokens_per_s"])
-    s_step = gbt / tok_s
-    world = parallel.world_size
-    backend = parallel.backend
-    layout = (f"{world} rank{'s' if world > 1 else ''}: {parallel.nnodes} node{'s' if parallel.nnodes > 1 else ''} × "
-              f"{parallel.nproc_per_node}, {parallel.launcher}, backend {backend}")
-    lines = [f"{node} on {parallel_address} ({layout}), {gbt:,} tokens/step, vocab {vocab} ({vocab_src})",
-             f"  throughput  {tok_s:,.0f} tokens/s ({s_step:.3f} s/step, mean of steps 2–{total}; step 1 is warm-up)"]
-    peak = result.get("peak_flops_per_device")
-    if peak:
-        fpt = flops_per_token(spec.architecture, vocab)
-        mfu = fpt * tok_s / (float(peak) * world)
-        lines.append(f"  MFU         {100 * mfu:.1f} % ({human(fpt)} FLOP/token; peak {_flops(float(peak))} per "
-                     f"device, {result.get('peak_flops_source')})")
-    lines.append(f"→ put `tokens_per_second = {tok_s:.0f}` in specs/parallel/{ref_name(parallel_address)}.toml; "
-                 f"the planner's ETA (genesis-build --dry-run {node}) uses it")
-    return "\n".join(lines)
+    return result

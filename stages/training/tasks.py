@@ -8,7 +8,8 @@ losses (DPO) plug in by returning their own sums and counts.
 Contract: the loop needs the global count *before* the forward passes (to scale each micro-batch's
 backward), so it counts ``labels != -100`` of every micro-batch; that count must equal the
 ``n_tokens`` the task's ``loss`` returns (a pairwise task puts one label per pair). Batches must be
-deterministic functions of the cursor, so resumes are exact.
+deterministic functions of the cursor, so resumes are exact. A task whose every label counts may set
+``loss_tokens_per_step``: the loop then skips the count and its collective.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class PretrainTask:
         self.data = PretrainData(Path(job.data_dir), job.architecture.context_length, tr.global_batch_tokens,
                                  job.parallel.micro_batch_size, tr.seed, d.rank, d.world, tr.eval_batches)
         self.sequences_per_step = self.data.sequences_per_step
+        # every training label counts (no padding in pretraining windows): the loop need not count them
+        self.loss_tokens_per_step = self.data.sequences_per_step * job.architecture.context_length
         self._eval: list[dict[str, torch.Tensor]] | None = None
 
     def build_model(self) -> torch.nn.Module:

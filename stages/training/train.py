@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from genesis_build import faults
 from genesis_build.errors import GenesisError
 
 from . import fsdp
@@ -50,19 +51,53 @@ class StopFlag:
 
 
 def build_optimizer(model: torch.nn.Module, training: Any) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on vectors (norm gains), decay on matrices and embeddings."""
+    """AdamW; no weight decay on vectors (norm gains), decay on matrices and embeddings.
+
+    The fused kernel (CPU and CUDA): one pass over each parameter instead of the six elementwise
+    passes of the foreach path (lerp, mul, addcmul, sqrt, div, addcdiv) — the profile's next cost
+    after the matmuls on the tiny model.
+    """
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=training.lr, betas=tuple(training.betas), eps=training.eps, foreach=True)
+    return torch.optim.AdamW(groups, lr=training.lr, betas=tuple(training.betas), eps=training.eps, fused=True)
 
 
-def _scalar(x: Any) -> float:
-    """A Python float from a tensor or DTensor (full value)."""
-    if hasattr(x, "full_tensor"):
-        x = x.full_tensor()
-    return float(x)
+class StepProfiler:
+    """``GENESIS_PROFILE=first:count`` (e.g. ``3:5``): torch.profiler over those optimizer steps.
+
+    Rank 0 writes ``profile.txt`` into the run dir: the top ops by self CPU time and the mean wall
+    time per step inside the window. How docs/pretraining-speed.md's before/after tables were made.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        spec = os.environ.get("GENESIS_PROFILE", "")
+        self.first, _, count = spec.partition(":")
+        self.first_step = int(self.first) if enabled and self.first.isdigit() else None
+        self.count = int(count) if count.isdigit() else 5
+        self.path = run_dir / "profile.txt"
+        self.prof: Any = None
+        self.t0 = 0.0
+
+    def before(self, step: int) -> None:
+        """Called before optimizer step ``step + 1``."""
+        if self.first_step is not None and step == self.first_step and self.prof is None:
+            from torch.profiler import ProfilerActivity, profile
+
+            acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.prof = profile(activities=acts)
+            self.prof.__enter__()
+            self.t0 = time.perf_counter()
+
+    def after(self, step: int) -> None:
+        """Called after the step's bookkeeping (metrics, stop flag, checkpoint poll)."""
+        if self.prof is not None and step == self.first_step + self.count:  # type: ignore[operator]
+            wall = (time.perf_counter() - self.t0) / self.count
+            self.prof.__exit__(None, None, None)
+            table = self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=48)
+            self.path.write_text(f"steps {self.first_step + 1}-{step}: {1000 * wall:.1f} ms wall per step\n{table}\n")
+            self.prof, self.first_step = None, None
 
 
 def _write_result(run_dir: Path, result: dict[str, Any]) -> None:
@@ -145,33 +180,57 @@ class Trainer:
         return choice
 
     # ---- steps
-    def train_step(self) -> tuple[float, float]:
-        """One optimizer step over this rank's micro-batches; returns (global mean loss, grad norm)."""
+    def train_step(self) -> tuple[float, float, bool]:
+        """One optimizer step over this rank's micro-batches.
+
+        Returns (global mean loss, grad norm before clipping, whether any rank was asked to stop).
+        One collective and one host sync per step (beyond FSDP's own): loss sum, token count, the
+        squared grad norm and the stop flag travel in one all-reduce; clipping scales the local
+        gradient shards on the device. Before, each micro-step synced (``int(...)`` of the token
+        count) and a step ran four collectives (count, DTensor norm, loss, stop flag).
+        """
         micro = self.task.train_micro_batches(self.cursor)
         dev = self.d.device
-        local = torch.zeros(2, dtype=torch.float64, device=dev)
-        batches = [{k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in micro]
-        n_local = sum(int((b["labels"] != -100).sum()) for b in batches) if batches and "labels" in batches[0] else 0
-        n_global = torch.tensor([float(n_local)], dtype=torch.float64, device=dev)
-        dist.all_reduce(n_global)
+        known = getattr(self.task, "loss_tokens_per_step", None)
+        if known:
+            n_global = float(known)  # every label counts (pretraining): no count, no collective
+        else:
+            # counted on the host tensors, before the copy to the device: no device sync
+            n_local = sum(int((b["labels"] != -100).sum()) for b in micro) if micro and "labels" in micro[0] else 0
+            box = torch.tensor([float(n_local)], dtype=torch.float64, device=dev)
+            dist.all_reduce(box)
+            n_global = float(box)
         # FSDP averages gradients over ranks; scaling by world/N makes the result sum(loss)/N over the
         # whole global batch, whatever the split into ranks and micro-batches
-        scale = self.d.world / max(1.0, float(n_global))
-        for i, b in enumerate(batches):
-            self.model.set_requires_gradient_sync(i == len(batches) - 1)
+        scale = self.d.world / max(1.0, n_global)
+        loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
+        tok_acc = torch.zeros((), dtype=torch.float64, device=dev)
+        last = len(micro) - 1
+        for i, b in enumerate(micro):
+            b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
+            self.model.set_requires_gradient_sync(i == last)
             loss_sum, n_tok = self.task.loss(self.model, b)
             (loss_sum * scale).backward()
-            local[0] += loss_sum.detach().double()
-            local[1] += n_tok.double() if torch.is_tensor(n_tok) else float(n_tok)
-        max_norm = self.tr.grad_clip if self.tr.grad_clip > 0 else float("inf")
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True)
+            loss_acc += loss_sum.detach()
+            tok_acc += n_tok
+        grads = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad
+                 for p in self.model.parameters() if p.grad is not None]
+        sq = torch.stack([n.double() for n in torch._foreach_norm(grads)]).square().sum() if grads else tok_acc * 0
+        stop = 1.0 if self.stop.signal is not None else 0.0
+        red = torch.stack([loss_acc, tok_acc, sq, torch.tensor(stop, dtype=torch.float64, device=dev)])
+        dist.all_reduce(red)  # the local shards' squares sum to the full norm²
+        gnorm = red[2].sqrt()
+        if self.tr.grad_clip > 0 and grads:
+            # clip_grad_norm_'s rule (coef = max_norm / (norm + 1e-6), clamped to 1), without DTensor dispatch
+            coef = (self.tr.grad_clip / (gnorm + 1e-6)).clamp(max=1.0).to(grads[0].dtype)
+            torch._foreach_mul_(grads, coef)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        dist.all_reduce(local)
         self.step += 1
         self.cursor += self.task.sequences_per_step
-        return float(local[0] / local[1].clamp(min=1)), _scalar(gnorm)
+        loss_sum_g, tok_g, _, stop_g = red.tolist()  # the step's one host sync
+        return loss_sum_g / max(tok_g, 1.0), float(gnorm), stop_g > 0
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -220,7 +279,6 @@ class Trainer:
         compute_dtype = DTYPES[self.arch.dtype if self.job.parallel.mixed_precision.param_dtype == "model"
                                else self.job.parallel.mixed_precision.param_dtype]
         peak, peak_src = peak_flops(self.d.device, compute_dtype, self.job.parallel.peak_tflops_per_device)
-        stop_t = torch.zeros(1, dtype=torch.int32)
         step_times: list[float] = []
         first_step_s = None
         steps_run = 0
@@ -236,13 +294,18 @@ class Trainer:
                 assert metrics is not None
                 metrics.write({"kind": "eval", "step": 0, "val_loss": v0})
                 progress(0, total, desc=desc, val_loss=round(v0, 4))
+        profiler = StepProfiler(self.run_dir, self.rank0)
+        t_iter = time.perf_counter()
         while self.step < total:
-            t0 = time.perf_counter()
-            loss, gnorm = self.train_step()
-            dt = time.perf_counter() - t0
+            profiler.before(self.step)
+            loss, gnorm, stopped = self.train_step()
+            # a step's time is the whole loop iteration (metrics, progress, checkpoint poll included),
+            # from the end of the previous one: what a user waits for, comparable with a plain loop
+            now = time.perf_counter()
+            dt, t_iter = now - t_iter, now
             steps_run += 1
             if first_step_s is None:
-                first_step_s = time.perf_counter() - self.t_start
+                first_step_s = now - self.t_start
             step_times.append(dt)
             last_loss = loss
             pace = sum(step_times[-20:]) / len(step_times[-20:])
@@ -269,9 +332,6 @@ class Trainer:
                          lr=rec["lr"], tok_s=round(tok_s, 1), mfu=round(mfu, 4),
                          eta_s=round(eta_seconds(self.step, total, pace), 1),
                          **({"val_loss": round(last_val, 4)} if "val_loss" in rec else {}))
-            stop_t[0] = 1 if self.stop.signal is not None else 0
-            dist.all_reduce(stop_t, op=dist.ReduceOp.MAX, group=self.d.cpu_group)
-            stopped = bool(stop_t[0])
             final = self.step == total
             stable_point = self.schedule.kind == "wsd" and self.schedule.decay_steps and self.step == self.schedule.decay_start
             if not self.job.save_checkpoints:
@@ -282,6 +342,8 @@ class Trainer:
                 self.save(blocking=False)
             else:
                 self.ck.poll()
+            profiler.after(self.step)
+            faults.point("train.after_step")  # GENESIS_FAULT="train.after_step:kill@N": a crash at step N (gpu_check)
             if stopped:
                 break
         self.ck.wait()

@@ -74,13 +74,14 @@ def test_bad_references_are_rejected() -> None:
 
 def test_batch_check_names_the_field_and_suggests_values() -> None:
     spec = ModelSpec.model_validate(_with(_spec("tiny"), training={"global_batch_tokens": 128 * 12}))
+    two_ranks = ParallelSpec(nproc_per_node=2, micro_batch_size=4, backend="gloo")  # cpu-2 is layout = "auto"
     with pytest.raises(FieldError) as e:
-        check_batch(spec, _par("cpu-2"), "cpu-2")
+        check_batch(spec, two_ranks, "cpu-2")
     assert e.value.field == "training.global_batch_tokens"
     assert "micro 4 × accum × world 2 × context 128" in e.value.message and "1024 or 2048" in e.value.message
     spec = ModelSpec.model_validate(_with(_spec("tiny"), training={"global_batch_tokens": 2000}))
     with pytest.raises(FieldError, match="not a multiple of architecture.context_length 128"):
-        check_batch(spec, _par("cpu-2"))
+        check_batch(spec, two_ranks)
 
 
 def test_key_fields_exclude_execution_details() -> None:

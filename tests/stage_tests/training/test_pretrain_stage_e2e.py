@@ -132,8 +132,27 @@ def test_pretrain_and_export_through_the_cli(tmp_path: Path) -> None:
     pdir = next((ws.root / "cache" / "objects").glob(f"*/{pre_key}"))
     pre = json.loads((pdir / "manifest.json").read_text())
     assert pre["stats"]["steps_run"] == 12 and pre["stats"]["final_val_loss"] < 5.5 and pre["trajectory"]
-    for name in ("checkpoint/.metadata", "metrics.jsonl", "train_state.json", "config.json", "tb"):
+    for name in ("checkpoint/.metadata", "metrics.jsonl", "train_state.json", "config.json"):
         assert (pdir / "data" / name).exists(), name
+    # run metadata (TensorBoard events, timings) stays in the run dir, out of the output digest
+    assert not (pdir / "data" / "tb").exists() and (ws.run_dir() / "tb").is_dir()
+    curves = [json.loads(line) for line in (pdir / "data" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curves if r["kind"] == "train"] == list(range(1, 13))
+    assert not any("time" in r or "tokens_per_s" in r or "session" in r for r in curves)
+
+    # --force is a fresh run: step 0, a new trajectory in the same run dir; same bytes → export stays cached
+    export_key = ws.manifest("export:mini")["key"]
+    r = ws.cli("--dry-run", "--force", "pretrain:mini", "export:mini")
+    assert r.returncode == 0 and "fresh run from step 0" in r.stdout, r.stderr + r.stdout
+    r = ws.cli("--force", "pretrain:mini", "export:mini")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "fresh run from step 0" in r.stdout and "dependents stay cached" in r.stdout, r.stdout
+    forced = json.loads((pdir / "manifest.json").read_text())
+    assert forced["created"] > pre["created"]
+    assert forced["stats"]["resumed_from"] is None and forced["stats"]["steps_run"] == 12
+    assert forced["output_digest"] == pre["output_digest"]
+    assert ws.manifest("export:mini")["key"] == export_key
+    assert "· export:mini cached" in r.stdout, r.stdout
 
     # a longer run: same run dir, continues from the decay-start checkpoint
     ws.model(steps=16)
