@@ -58,8 +58,9 @@ def push_release(folder: Path, repo_id: str, commit_message: str | None = None) 
     except (OSError, ValueError) as e:
         raise PushError(f"--push {repo_id}: cannot reach the Hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         "nothing was committed, rerun to retry") from None
-    except Exception as e:  # httpx transport errors are not OSErrors
-        if type(e).__module__.split(".")[0] not in ("httpx", "httpcore", "requests", "urllib3"):
+    except Exception as e:  # httpx (httpx2 in huggingface_hub 2.x) transport errors are not OSErrors
+        if not any(c.__module__.split(".")[0].startswith(("httpx", "httpcore", "requests", "urllib3"))
+                   for c in type(e).__mro__):
             raise
         raise PushError(f"--push {repo_id}: cannot reach the Hub ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         "nothing was committed, rerun to retry") from None

@@ -10,29 +10,7 @@ from pathlib import Path
 
 import pytest
 
-TEXT = ("The quick brown fox jumps over the lazy dog. Be honest: 12345 answers, not 7! "
-        "Curious people ask follow-up questions, engage with ideas and have opinions; helpful answers "
-        "come first, refusals are the exception and say exactly why. What is a prime number?")
-
-
-def _logits(model_dir: Path, ids, gguf_file: str | None = None):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    kw = {"gguf_file": gguf_file} if gguf_file else {}
-    m = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, **kw).eval()
-    with torch.no_grad():
-        return m(ids).logits[0]
-
-
-def compare_gguf(model_dir: Path, gguf_file: str) -> tuple[float, float]:
-    """(top-1 agreement, max |logit difference|) of the GGUF vs the safetensors model on TEXT."""
-    from transformers import AutoTokenizer
-
-    ids = AutoTokenizer.from_pretrained(model_dir)(TEXT, return_tensors="pt").input_ids
-    ref, got = _logits(model_dir, ids), _logits(model_dir, ids, gguf_file)
-    assert ref.shape == got.shape
-    return (ref.argmax(-1) == got.argmax(-1)).float().mean().item(), (ref - got).abs().max().item()
+from release_testlib import TEXT, compare_gguf
 
 
 @pytest.fixture(scope="module")
