@@ -135,11 +135,13 @@ def _training(ctx: Context) -> tuple[list[dict[str, str]], str, dict[str, Any]]:
         if ref is None:
             continue
         st = ref.manifest.get("stats") or {}
-        parts = [f"{st.get('steps_run', st.get('total_steps', '?'))} steps"]
-        if st.get("tokens"):
-            parts.append(f"{st['tokens']:,} tokens")
+        state_file = ref.path / "train_state.json"  # the whole run, also when it was resumed across sessions
+        state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        parts = [f"{state.get('step', st.get('total_steps', st.get('steps_run', '?')))} steps"]
+        if state.get("tokens_seen") or st.get("tokens"):
+            parts.append(f"{state.get('tokens_seen') or st.get('tokens'):,} tokens processed")
         if st.get("assistant_tokens"):
-            parts.append(f"{st['assistant_tokens']:,} assistant tokens, {st.get('rows')} examples")
+            parts.append(f"{st['assistant_tokens']:,} assistant tokens in {st.get('rows')} examples")
         if st.get("pairs"):
             parts.append(f"{st['pairs']} preference pairs")
         if st.get("final_loss") is not None:

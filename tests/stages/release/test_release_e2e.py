@@ -143,6 +143,17 @@ def test_push_needs_a_token_and_the_network(ws: ReleaseWorkspace, tmp_path: Path
     assert r.returncode == 2 and "cannot be pushed" in r.stderr, r.stderr
 
 
+def test_release_bytes_are_deterministic(ws: ReleaseWorkspace) -> None:
+    """Rebuilding the same key gives the same bytes (GGUF, PNG, card), so dependents stay cached."""
+    def digests() -> list[str]:
+        return [m["output_digest"] for m in ws.manifests().values() if m["node"] == "release:e2e"]
+
+    before = digests()
+    r = ws.cli("release:e2e", "--force", "release:e2e")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert len(before) == 1 and digests() == before
+
+
 def test_editing_only_the_card_reruns_release_alone(ws: ReleaseWorkspace) -> None:
     from huggingface_hub import ModelCard
 
