@@ -114,3 +114,33 @@ def test_split_digits_tokenizer_is_refused(odd_lm: Path, tmp_path: Path) -> None
     (d / "tokenizer.json").write_text(json.dumps(data))
     with pytest.raises(GGUFUnsupported, match=r"tokenizer.json field pre_tokenizer = Digits\+ByteLevel \(tokenizer spec field split_digits"):
         check_gguf_support(d)
+
+
+@pytest.mark.parametrize("qtype", ["f16", "q8_0"])
+def test_llama_cpp_runs_the_file(written, qtype: str) -> None:
+    """llama.cpp itself (llama-cpp-python, when installed: it builds from source) loads the file:
+    same token ids as the HF tokenizer, logits agree with the safetensors model, and the embedded
+    chat template drives a chat completion."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d, _ = written
+    hf_tok = AutoTokenizer.from_pretrained(d)
+    llm = llama_cpp.Llama(model_path=str(d / f"m-{qtype}.gguf"), n_ctx=512, logits_all=True, n_threads=1, verbose=False)
+    ids = llm.tokenize(TEXT.encode(), add_bos=False, special=True)
+    assert ids == hf_tok(TEXT).input_ids
+    assert llm.metadata["tokenizer.chat_template"] == hf_tok.chat_template
+    llm.eval(ids)
+    got = torch.from_numpy(np.array(llm.scores[: len(ids)], dtype=np.float32))
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = model(torch.tensor([ids])).logits[0]
+    top1 = (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
+    maxdiff = (ref - got).abs().max().item()
+    print(f"llama.cpp {qtype}: top-1 agreement {top1:.4f}, max |Δlogit| {maxdiff:.4g}")
+    assert top1 >= (0.99 if qtype == "f16" else 0.9)
+    out = llm.create_chat_completion(messages=[{"role": "user", "content": "What is a prime number?"}], max_tokens=4,
+                                     temperature=0.0)
+    assert out["choices"][0]["message"]["role"] == "assistant"
