@@ -20,6 +20,7 @@ COMMANDS = ("why", "graph", "show", "cache", "init")  # plugins add more (genesi
 
 EPILOG = """commands:
   genesis-build [TARGET…]            build targets (default: the workspace's default target)
+  genesis-build release:M --push O/N build the release of model M and upload it to the Hub
   genesis-build why NODE             why NODE would run (what changed since its last build)
   genesis-build graph [TARGET]       the DAG as dot, mermaid or json
   genesis-build show NODE            a node's manifest and output path
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="NODE", help="rebuild NODE even if cached (repeatable)")
     p.add_argument("--reset-optimizer", action="store_true", help="resume training without optimizer state (recorded in the manifest)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+    p.add_argument("--push", metavar="ORG/NAME", help="after building, upload the target (e.g. release:tiny) to this "
+                   "Hugging Face repo (token from HF_TOKEN); never done without this option")
     _common(p)
     return p
 
@@ -212,6 +215,7 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         if not set(engine.project.resolve_target(f)) <= set(graph.nodes):
             raise GenesisError(f"--force {f}: not part of the graph of {', '.join(targets)}")
     record.add_graph(graph)
+    pusher = _pusher(engine, targets, args.push) if args.push and not args.dry_run else None
     if args.dry_run:
         status = engine.status(graph, force)
         if args.format == "json":
@@ -254,7 +258,32 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
             if getattr(r, "traceback", None):
                 sys.stderr.write(r.traceback)  # an engine bug, not a stage failure: show where
         return 1
+    if pusher is not None:
+        node_id, push = pusher
+        key = next(r.key for r in results if r.id == node_id)
+        url = push(engine.cache.data_dir(key), args.push)
+        console.print(f"pushed {_esc(node_id)} → {_esc(url)}")
     return 0
+
+
+def _pusher(engine: Any, targets: list[str], repo_id: str) -> tuple[str, Any]:
+    """(node, push hook) for ``--push``: one target node whose stage declares ``push``.
+
+    The stage's ``check_push(repo_id)`` (repo id, offline switch, token) runs before anything is built.
+    """
+    from .stage import stages
+
+    ids = [i for t in targets for i in engine.project.resolve_target(t)]
+    if len(ids) != 1:
+        raise GenesisError(f"--push {repo_id}: give exactly one target to push (e.g. release:tiny), not {', '.join(ids)}")
+    stage = engine.project.node(ids[0]).stage
+    if stage.push is None:
+        pushable = sorted(s.name for s in stages().values() if s.push is not None)
+        raise GenesisError(f"--push {repo_id}: {ids[0]} cannot be pushed (stage {stage.name} has no push); "
+                           f"push one of: {', '.join(f'{n}:<spec>' for n in pushable) or 'no stage can'}")
+    if stage.check_push is not None:
+        stage.check_push(repo_id)
+    return ids[0], stage.push
 
 
 def _render(console: Any, draw: Any) -> tuple[str, str]:

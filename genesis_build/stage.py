@@ -127,6 +127,9 @@ class Stage:
     resumable: bool = False
     trajectory_exclude: tuple[str, ...] = ()
     entry: str | None = None  # the output file a user opens (printed after a build, e.g. index.html)
+    # ``build --push DEST``: push(output dir, DEST) -> where it went; check_push(DEST) runs before building
+    push: Callable[[Path, str], str] | None = None
+    check_push: Callable[[str], None] | None = None
     description: str = ""
     module: str = ""
     source_file: str = ""
@@ -174,6 +177,8 @@ def stage(
     resumable: bool = False,
     trajectory_exclude: Iterable[str] = (),
     entry: str | None = None,
+    push: Callable[[Path, str], str] | None = None,
+    check_push: Callable[[str], None] | None = None,
 ) -> Callable[[Callable[["Context"], None]], Callable[["Context"], None]]:
     """Decorator registering ``run(ctx)`` as a stage.
 
@@ -201,6 +206,8 @@ def stage(
             resumable=resumable,
             trajectory_exclude=tuple(trajectory_exclude),
             entry=entry,
+            push=push,
+            check_push=check_push,
             description=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else "",
             module=run.__module__,
             source_file=inspect.getsourcefile(run) or "",
@@ -381,6 +388,23 @@ class Context:
         workspace (None when there is none, or it is no longer in the cache). Inputs of this node are
         in ``inputs``; this is for what a stage reads beyond them (e.g. manifests upstream of an input)."""
         return lookup_object(self.workspace, self.cache_root, node, key=key)
+
+    def upstream_manifests(self) -> list[dict[str, Any]]:
+        """Manifests of this node's inputs and of every node upstream of them, sorted by node id, read
+        from the cache through :meth:`lookup` (objects pulled partially from a remote may lack some:
+        skipped). What a report or a release card needs to name every spec and key behind it."""
+        seen: dict[str, dict[str, Any]] = {}
+        todo = [(ref.node, ref.manifest) for ref in self.inputs.values()]
+        while todo:
+            node, manifest = todo.pop()
+            if node in seen or not manifest:
+                continue
+            seen[node] = manifest
+            for dep in (manifest.get("inputs") or {}).values():
+                if dep.get("node") not in seen and dep.get("key"):
+                    found = self.lookup(key=dep["key"])
+                    todo.append((dep["node"], found.manifest if found is not None else {}))
+        return [seen[n] for n in sorted(seen)]
 
     def progress(self, done: float, total: float | None = None, desc: str | None = None, **extra: Any) -> None:
         """Report progress; the CLI shows a bar when ``total`` is given."""

@@ -120,6 +120,37 @@ class Training(BaseModel):
         return -(-int(self.tokens or 0) // self.global_batch_tokens)
 
 
+class ReleaseSection(BaseModel):
+    """``[release]``: what the open-weights release (``release:<model>``) writes on its model card and
+    which GGUF files it adds. Only the ``release`` stage reads this section, so editing it rebuilds
+    the release alone (never evals or training)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None  # model name on the card, in the model-index and GGUF; default "genesis-<model>"
+    license: str = "apache-2.0"  # Hub license id (front matter)
+    language: list[str] = ["en"]
+    tags: list[str] = []  # added to genesis-build, llama, gguf (+ constitutional-ai with a constitution)
+    datasets: list[str] = []  # Hub dataset ids the card lists as training data
+    repo_id: str | None = None  # "org/name" used in the card's usage snippets (pushing still needs --push)
+    template: str | None = None  # Jinja file for the card body (workspace-relative; its content is in the key)
+    gguf: list[Literal["f16", "q8_0"]] = ["f16", "q8_0"]  # GGUF files to write; [] writes none
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo(cls, v: str | None) -> str | None:
+        if v is not None and (v.count("/") != 1 or not all(v.split("/"))):
+            raise ValueError(f"repo_id must be \"org/name\", got {v!r}")
+        return v
+
+    @field_validator("gguf")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"gguf lists a type twice: {v}")
+        return v
+
+
 # Fields of [training] that only change how the run is executed, not its math: kept out of the key.
 TRAINING_EXECUTION_FIELDS = ("checkpoint_every", "keep_last")
 # Fields that only extend a run: the run directory (trajectory) is shared across their values.
@@ -141,6 +172,7 @@ class ModelSpec(BaseModel):
     cai: CaiSection = CaiSection()  # Constitutional AI data generation (stages/cai_generate.py)
     sft: SftSection = SftSection()  # supervised fine-tuning on the revisions (stages/sft.py)
     dpo: DpoSection = DpoSection()  # preference training on AI feedback (stages/dpo.py)
+    release: ReleaseSection = ReleaseSection()  # model card + GGUF of release:<model> (stages/release.py)
 
     @field_validator("tokenizer")
     @classmethod

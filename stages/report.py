@@ -18,9 +18,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from genesis_build.stage import Context, InputRef, SpecView, stage
+from genesis_build.stage import Context, SpecView, stage
 
 HISTORY = 20  # builds kept in previous.json
 
@@ -41,26 +41,6 @@ def render_report(*args: Any, **kwargs: Any) -> dict[str, Any]:
     from stages.evals_lib.report_render import render_report as impl
 
     return impl(*args, **kwargs)
-
-
-def upstream_specs(lookup: Callable[..., InputRef | None], inputs: dict[str, InputRef]) -> dict[str, dict[str, Any]]:
-    """{node: key spec values} of every node upstream of the inputs, read from cached manifests through
-    ``lookup(key=…)`` (``ctx.lookup``; objects pulled partially from a remote may lack some: skipped)."""
-    out: dict[str, dict[str, Any]] = {}
-    todo = [(ref.node, ref.manifest) for ref in inputs.values()]
-    seen: set[str] = set()
-    while todo:
-        node, manifest = todo.pop()
-        if node in seen or not manifest:
-            continue
-        seen.add(node)
-        if manifest.get("spec"):
-            out[node] = manifest["spec"]
-        for dep in (manifest.get("inputs") or {}).values():
-            if dep.get("node") not in seen and dep.get("key"):
-                found = lookup(key=dep["key"])
-                todo.append((dep["node"], found.manifest if found is not None else {}))
-    return dict(sorted(out.items()))
 
 
 def _history_file(ctx: Context) -> Path:
@@ -96,7 +76,7 @@ def report(ctx: Context) -> None:
         except ValueError:
             ctx.log(f"warning: {hist_path} is unreadable; comparing with nothing")
     previous = next((b for b in reversed(history) if b.get("key") != ctx.key), None)
-    summary = render_report(ctx.out, metrics, evals, cai, previous, specs=upstream_specs(ctx.lookup, ctx.inputs),
+    summary = render_report(ctx.out, metrics, evals, cai, previous, specs={m["node"]: m["spec"] for m in ctx.upstream_manifests() if m.get("spec")},
                             title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key)
     import time
 

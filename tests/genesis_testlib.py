@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import os
 import shutil
 import subprocess
@@ -69,3 +70,8 @@ class Workspace:
         return {str(p.relative_to(objects)): p.read_bytes() for p in sorted(objects.rglob("*")) if p.is_file()}
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (a server or rendezvous binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
+from genesis_testlib import free_port
 from cai_testlib import CaiWorkspace
 
 pytestmark = pytest.mark.slow
@@ -104,9 +104,7 @@ def test_missing_hf_dir_is_a_spec_error(ws: CaiWorkspace, tmp_path: Path) -> Non
 
 
 def test_unreachable_generator_url_fails_clearly_with_nothing_written(ws: CaiWorkspace) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ws.write_model(_cai("x").replace('generator = "hf:x"', f'generator = "openai:http://127.0.0.1:{port}"\nmodel = "m"'))
     assert ws.cli("prompts:builtin").returncode == 0
     before = ws.objects()

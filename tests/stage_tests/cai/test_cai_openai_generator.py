@@ -6,13 +6,13 @@ unreachable server."""
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from cai_openai_server import serve
+from genesis_testlib import free_port
 from cai_testlib import builtin_prompts, cai_section, genesis_constitution
 
 from genesis_build.errors import GenesisError
@@ -43,11 +43,6 @@ def project_server(tiny_lm: Path):
 def server(request):
     return request.getfixturevalue(f"{request.param}_server")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_chat_completions_are_seeded_and_identified_by_model_name(server) -> None:
@@ -115,7 +110,7 @@ def test_retries_with_backoff_then_succeeds(minimal_server) -> None:
 
 
 def test_unreachable_server_fails_fast_before_any_work() -> None:
-    port = _free_port()
+    port = free_port()
     t = time.time()
     with pytest.raises(GenesisError, match=rf"generator openai:http://127.0.0.1:{port} is unreachable: .*ConnectionRefused"):
         open_generator(f"openai:http://127.0.0.1:{port}", local_dirs={}, model="m", runtime=Runtime(retries=4))

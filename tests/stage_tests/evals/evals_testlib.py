@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
+from genesis_testlib import free_port  # noqa: F401 — re-exported for the tests
 from tinylm import ROOT, SHARED, make_constant_lm, make_tiny_lm  # noqa: F401 — re-exported for the tests
 
 SHARED_EVALS = SHARED / "data" / "evals"
@@ -18,12 +18,6 @@ def make_eval_lm(out: Path, **overrides) -> Path:
     """The eval tests' tiny LM (``EVAL_LM`` with ``overrides``)."""
     return make_tiny_lm(out, **{**EVAL_LM, **overrides})
 
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(model_dir: Path, name: str | None = None):

@@ -108,7 +108,7 @@ def test_endpoint_judges_through_a_real_server(tmp_path: Path, eval_lm: Path, ju
 
 
 def test_unreachable_judge_fails_fast_with_one_line(tmp_path: Path, eval_lm: Path) -> None:
-    from evals_testlib import free_port
+    from genesis_testlib import free_port
     from genesis_build.errors import GenesisError
     from stages.evals_lib.lm import LocalLM
     from stages.evals_lib.runner import read_prepared, run_suite

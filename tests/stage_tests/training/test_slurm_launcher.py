@@ -25,7 +25,8 @@ import training_testlib as t
 from stages.parallel_spec import ParallelSpec
 from stages.training.slurm import sbatch_command, sbatch_script
 from test_pretrain_stage_e2e import WS
-from test_train_multinode import assert_same_weights, free_port, single_node_reference
+from genesis_testlib import free_port
+from test_train_multinode import assert_same_weights, single_node_reference
 
 ROOT = t.ROOT
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genesis_testlib import free_port
 import training_testlib as t
 from stages.parallel_spec import ParallelSpec
 from stages.training.launch import join_command, rdzv_id, torchrun_command
@@ -32,12 +32,6 @@ from test_pretrain_stage_e2e import WS
 pytestmark = pytest.mark.slow
 ROOT = t.ROOT
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the rendezvous binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rank_env() -> dict[str, str]:

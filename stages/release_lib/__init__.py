@@ -1,0 +1,1 @@
+"""Helpers of the ``release`` stage: GGUF export, the model card, checksums, push to the Hub."""
