@@ -111,9 +111,19 @@ class Engine:
         """Key material of a node given its inputs' output digests."""
         return self.project.key_material(node, input_digests, self.file_digests(node))
 
+    def last_ref(self, nid: str) -> dict[str, Any] | None:
+        """The last build of ``nid``; for a ``--set`` variant never built, that of its base node, so
+        reasons name the overridden fields (``spec field model.training.lr changed 0.003→0.001``)."""
+        ref = self.refs.get(nid)
+        if ref is None and "@" in nid:
+            from .experiments import base_node
+
+            ref = self.refs.get(base_node(nid))
+        return ref
+
     def source_warning(self, node: Node) -> str | None:
         """A warning when the stage's source changed since the last build but its version did not."""
-        ref = self.refs.get(node.id)
+        ref = self.last_ref(node.id)
         if ref and ref["version"] == node.stage.version and ref["source_hash"] and ref["source_hash"] != self.source_hash(node):
             return (f"stage {node.stage.name} source changed since the last build of {node.id} but its version "
                     f"is still {node.stage.version}: bump `version` if outputs change")
@@ -138,7 +148,7 @@ class Engine:
                 continue
             material = self.material(node, {n: out[i].digest for n, i in inputs.items()})
             key = digest_json(material)
-            ref = self.refs.get(nid)
+            ref = self.last_ref(nid)
             if nid in force:
                 st = NodeStatus(nid, node.stage.name, key, FORCED, ["--force"], list(inputs.values()))
             elif self.cache.has(key):
@@ -314,6 +324,9 @@ class Engine:
             "key": key, "run_dir": str(run_dir) if run_dir else None, "options": options,
             "stats_path": str(tmp / "stats.json"), "error_path": str(tmp / "error.json"),
         }
+        variant = self.project.specs.overrides.payload_for(node.spec.address) if self.project.specs.overrides else None
+        if variant:
+            payload["overrides"] = variant  # the worker rebuilds the --set variant spec from it
         t0 = time.time()
         if ui:
             ui.started(node.id, key)
@@ -335,6 +348,8 @@ class Engine:
                 "genesis_build": __version__, "python": sys.version.split()[0], "git_commit": git,
                 "created": time.time(), "options": options, "stats": stats, "schema": material["schema"],
             }
+            if variant:  # run metadata, not key material: which --set variant built this object
+                manifest["variant"] = {"spec": node.spec.address, "overrides": {o[0]: o[3] for o in variant}}
             return self.cache.publish(tmp, key, manifest)
         except OSError as e:
             self.cache.discard(tmp)
@@ -464,6 +479,10 @@ def _user() -> str:
 def make_context(payload: dict[str, Any], project: Project, progress: Callable[[dict], None] | None = None) -> Context:
     """Rebuild a stage Context from a payload (in the worker or in process)."""
     prefix, name, part = payload["node"].split(":", 1)[0], None, payload["part"]
+    if payload.get("overrides"):
+        from .experiments import install_payload
+
+        install_payload(project.specs, payload["overrides"])
     spec = project.specs.get(payload["spec"])
     inputs = {}
     for n, r in payload["inputs"].items():
@@ -476,4 +495,5 @@ def make_context(payload: dict[str, Any], project: Project, progress: Callable[[
         run_dir=Path(payload["run_dir"]) if payload["run_dir"] else None, options=payload["options"],
     )
     del prefix, name
+    ctx.resolve = project.resolve  # type: ignore[attr-defined]  # run-time spec lookups see --set variants
     return ctx

@@ -1,0 +1,891 @@
+"""Experiments: ``--set`` overrides, ``--sweep``, ``genesis-build diff`` and ``genesis-build exp``.
+
+An override ``--set model.training.lr=1e-3`` makes an *ephemeral variant* of a spec, exactly like a
+spec file that ``extends`` the base and sets one field, except that it lives only in this command's
+SpecStore. The variant is named ``<base>@<overrides>`` (``model:tiny@training.lr=0.001``); every
+spec that references an overridden spec (transitively) becomes a variant too, with its references
+rewritten, so stage hooks that name their inputs with ``spec_name``/``ref_name`` see variant names.
+Keys never contain names, only values: nodes whose fields the override does not touch keep their
+keys and stay cached, and a repeated override is a no-op.
+
+The workspace keeps a log of the variants it built (``.genesis/experiments.jsonl``) for ``exp``;
+``diff`` walks the manifests of two builds (out/ entries, variant targets or any built node).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import GenesisError, SpecError
+from .specs import RawSpec, SpecStore, did_you_mean, find_refs
+
+SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
+LOG_NAME = "experiments.jsonl"
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing --set
+
+
+@dataclass(frozen=True)
+class SetArg:
+    """One ``--set`` as typed: ``[kind:name.]`` or ``kind.`` address part, field path, parsed value."""
+
+    arg: str  # the original text, for messages
+    kind: str
+    rest: str  # ``name.field.path`` when addressed, else ``field.path``
+    addressed: bool
+    value: Any
+    flag: str = "--set"
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``1e-3``, ``true``, ``"x"``, ``[1, 2]``, ``{a = 1}``); a bare word that is not
+    valid TOML (``refusal``) is taken as a string, as a shell user means it."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if text and not any(c in text for c in "[]{}\"'=\n"):
+            return text
+        raise GenesisError(f"invalid TOML value {text!r}") from None
+    _check_finite(value)
+    return value
+
+
+def _check_finite(value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise GenesisError(f"{value} is not allowed (numbers must be finite)")
+    if isinstance(value, list):
+        for v in value:
+            _check_finite(v)
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_finite(v)
+
+
+def parse_set(arg: str, kinds: Iterable[str], flag: str = "--set") -> SetArg:
+    """Parse ``KIND[:NAME].FIELD.PATH=VALUE`` (syntax only; the address is bound later)."""
+    lhs, eq, rhs = arg.partition("=")
+    where = f"{flag} {arg}"
+    if not eq or not lhs.strip():
+        raise GenesisError(f"{where}: expected KIND[:NAME].FIELD=VALUE, e.g. model.training.lr=1e-3")
+    lhs = lhs.strip()
+    m = re.match(r"^([a-z][a-z0-9_-]*)(:|\.)(.+)$", lhs)
+    if not m:
+        raise GenesisError(f"{where}: expected KIND[:NAME].FIELD=VALUE, e.g. model.training.lr=1e-3")
+    kind = m.group(1)
+    kinds = list(kinds)
+    if kind not in kinds:
+        raise GenesisError(f"{where}: unknown spec kind '{kind}'{did_you_mean(kind, kinds)}")
+    try:
+        value = parse_value(rhs.strip())
+    except GenesisError as e:
+        raise GenesisError(f"{where}: {e}") from None
+    return SetArg(arg, kind, m.group(3), m.group(2) == ":", value, flag)
+
+
+def split_sweep(arg: str, kinds: Iterable[str]) -> list[SetArg]:
+    """``model.training.lr=1e-3,3e-3`` → one SetArg per value (commas inside []/{}/"" are kept)."""
+    lhs, eq, rhs = arg.partition("=")
+    if not eq:
+        raise GenesisError(f"--sweep {arg}: expected KIND[:NAME].FIELD=V1,V2,…")
+    values, depth, cur, quote = [], 0, "", None
+    for c in rhs:
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "\"'":
+            quote = c
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            values.append(cur)
+            cur = ""
+            continue
+        cur += c
+    values.append(cur)
+    values = [v.strip() for v in values]
+    if any(not v for v in values):
+        raise GenesisError(f"--sweep {arg}: empty value in the list")
+    return [parse_set(f"{lhs}={v}", kinds, flag="--sweep") for v in values]
+
+
+# --------------------------------------------------------------------------------------------
+# One set of overrides → variant specs
+
+
+@dataclass
+class Override:
+    """A bound override: which spec, which field, which value."""
+
+    arg: str
+    address: str  # base kind:name
+    path: tuple[Any, ...]
+    value: Any
+    flag: str = "--set"
+
+    def as_json(self) -> list[Any]:
+        """Serialisable form (the worker rebuilds the variant from it)."""
+        return [self.arg, self.address, list(self.path), self.value]
+
+    @property
+    def where(self) -> str:
+        """``--set ARG`` for messages."""
+        return f"{self.flag} {self.arg}"
+
+
+def _path(text: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
+
+
+def set_in(data: dict[str, Any], path: tuple[Any, ...], value: Any, where: str) -> None:
+    """Set ``value`` at ``path`` in raw spec data, creating missing tables."""
+    cur: Any = data
+    for i, part in enumerate(path[:-1]):
+        if isinstance(cur, dict):
+            nxt = cur.get(part)
+            if nxt is None:
+                nxt = cur[part] = {}
+            cur = nxt
+        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            cur = cur[part]
+        else:
+            shown = ".".join(map(str, path[:i]))
+            raise GenesisError(f"{where}: {shown} is a value, not a table")
+    last = path[-1]
+    if isinstance(cur, dict):
+        cur[last] = copy.deepcopy(value)
+    elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
+        cur[last] = copy.deepcopy(value)
+    else:
+        shown = ".".join(map(str, path[:-1]))
+        raise GenesisError(f"{where}: {shown} is a value, not a table")
+
+
+def fmt_value(value: Any) -> str:
+    """A value as it appears in a variant name: short, and only characters a node id allows."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if SAFE.match(text) and len(text) <= 40:
+        return text
+    import xxhash
+
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:24]
+    return f"{clean}~{xxhash.xxh3_64_hexdigest(text.encode())[:6]}"
+
+
+class Overrides:
+    """One group of overrides (one variant per affected spec) installed in a SpecStore."""
+
+    def __init__(self, items: list[Override]) -> None:
+        self.items = items
+        self.store: SpecStore | None = None
+        self._memo: dict[str, str | None] = {}
+        self._variants: dict[str, tuple[str, dict[str, Any]]] = {}  # variant → (base, data)
+        self._affecting: dict[str, list[Override]] = {}
+
+    @classmethod
+    def from_json(cls, rows: list[list[Any]]) -> "Overrides":
+        """Inverse of ``as_json``."""
+        return cls([Override(a, addr, tuple(p), v) for a, addr, p, v in rows])
+
+    def as_json(self) -> list[list[Any]]:
+        """Serialisable form (goes into worker payloads and the experiments log)."""
+        return [o.as_json() for o in self.items]
+
+    def variant_of(self, address: str, _stack: tuple[str, ...] = ()) -> str | None:
+        """The variant address of base spec ``address`` under these overrides (None: unaffected)."""
+        if address in self._memo:
+            return self._memo[address]
+        if address in _stack or self.store is None:
+            return None
+        store = self.store
+        try:
+            raw = store.raw(address)
+        except GenesisError:
+            return None  # the normal load reports it, with its location
+        data = copy.deepcopy(raw.data)
+        own = [o for o in self.items if o.address == address]
+        for o in own:
+            set_in(data, o.path, o.value, o.where)
+        affecting = list(own)
+        for loc, ref in find_refs(data, store.kinds):
+            if "@" in ref:
+                continue
+            v = self.variant_of(ref, (*_stack, address))
+            if v is not None:
+                set_in(data, loc, v, address)
+                affecting += [o for o in self._affecting[v] if o not in affecting]
+        if not affecting:
+            self._memo[address] = None
+            return None
+        name = f"{address}@{self._suffix(address, affecting)}"
+        self._memo[address] = name
+        self._variants[name] = (address, data)
+        self._affecting[name] = affecting
+        return name
+
+    def _suffix(self, address: str, affecting: list[Override]) -> str:
+        kinds_seen: dict[str, set[str]] = {}
+        for o in affecting:
+            kinds_seen.setdefault(o.address.split(":")[0], set()).add(o.address)
+        labels = []
+        for o in affecting:
+            label = self._field_label(o)
+            if o.address != address:
+                kind, name = o.address.split(":", 1)
+                label = f"{kind}.{name}.{label}" if len(kinds_seen[kind]) > 1 else f"{kind}.{label}"
+            labels.append(f"{label}={fmt_value(o.value)}")
+        return ",".join(sorted(labels))
+
+    def _field_label(self, o: Override) -> str:
+        """The field's last name when no other field of that spec has it (``lr`` is not unique in a
+        model spec: training.lr, sft.lr, dpo.lr → ``training.lr``), else the full path."""
+        full = ".".join(map(str, o.path))
+        leaf = str(o.path[-1])
+        try:
+            from .graph import flatten
+
+            keys = flatten(self.store.get(o.address).dump) if self.store else {}
+        except GenesisError:
+            return full
+        leaves = [re.split(r"[.\[]", k)[-1].rstrip("]") for k in keys]
+        others = [k for k in keys if re.split(r"[.\[]", k)[-1].rstrip("]") == leaf]
+        return leaf if leaves.count(leaf) <= 1 and (not others or others == [full]) else full
+
+    def base_of(self, variant: str) -> str | None:
+        """The base address of a variant these overrides define, else None."""
+        base = variant.split("@", 1)[0]
+        return base if self.variant_of(base) == variant else None
+
+    def variant_raw(self, store: SpecStore, variant: str) -> RawSpec:
+        """The variant's merged data, located in its base's files (errors name ``--set``)."""
+        base, data = self._variants[variant]
+        raw = store.raw(base)
+        out = RawSpec(variant, raw.path, raw.text, data)
+        out.chain = raw.chain
+        return out
+
+    def blame(self, variant: str, err: dict[str, Any], model_cls: Any) -> str | None:
+        """A pydantic error on a variant as ``--set ARG: message`` when an override caused it."""
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        o = self._culprit(variant, loc)
+        if o is None:
+            return None
+        from .specs import _fields_at, dotted
+
+        kind = variant.split(":")[0]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown field{did_you_mean(loc[-1], _fields_at(model_cls, loc[:-1]))}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and err["type"] not in ("value_error", "assertion_error"):
+                shown = repr(err["input"])
+                msg += f" (got {shown[:60] + '…' if len(shown) > 60 else shown})"
+        where = "" if loc == o.path else f"{dotted(kind, loc)}: "
+        return f"{o.where}: {where}{msg}"
+
+    def blame_field(self, variant: str, loc: tuple[Any, ...], message: str) -> str | None:
+        """A stage check's FieldError on a variant as ``--set ARG: message`` when an override caused it."""
+        o = self._culprit(variant, loc)
+        return f"{o.where}: {message}" if o else None
+
+    def _culprit(self, variant: str, loc: tuple[Any, ...]) -> Override | None:
+        base = self._variants.get(variant, (None,))[0]
+        for o in self.items:
+            if o.address != base:
+                continue
+            n = min(len(o.path), len(loc))
+            if n and tuple(map(str, o.path[:n])) == tuple(map(str, loc[:n])):
+                return o
+        return None
+
+    def label(self) -> str:
+        """All overrides as ``field=value`` (for tables)."""
+        return ", ".join(f"{o.address}.{'.'.join(map(str, o.path))}={fmt_value(o.value)}" for o in self.items)
+
+
+class VariantSet:
+    """Every override group of one command (one for ``--set``, one per point of a ``--sweep``)."""
+
+    def __init__(self, groups: list[Overrides]) -> None:
+        self.groups = groups
+
+    def _owner(self, variant: str) -> Overrides | None:
+        return next((g for g in self.groups if g.base_of(variant) is not None), None)
+
+    def base_of(self, variant: str) -> str | None:
+        """Base address of a variant any group defines."""
+        g = self._owner(variant)
+        return g.base_of(variant) if g else None
+
+    def variant_raw(self, store: SpecStore, variant: str) -> RawSpec:
+        """See Overrides.variant_raw."""
+        return self._owner(variant).variant_raw(store, variant)  # type: ignore[union-attr]
+
+    def blame(self, variant: str, err: dict[str, Any], model_cls: Any) -> str | None:
+        """See Overrides.blame."""
+        g = self._owner(variant)
+        return g.blame(variant, err, model_cls) if g else None
+
+    def blame_field(self, variant: str, loc: tuple[Any, ...], message: str) -> str | None:
+        """See Overrides.blame_field."""
+        g = self._owner(variant)
+        return g.blame_field(variant, loc, message) if g else None
+
+    def payload_for(self, address: str) -> list[list[Any]] | None:
+        """The override group that defines ``address`` (for the worker), or None for a base spec."""
+        if "@" not in address:
+            return None
+        g = self._owner(address)
+        return g.as_json() if g else None
+
+
+def install(store: SpecStore, groups: list[Overrides]) -> None:
+    """Make the variants of ``groups`` loadable from ``store``."""
+    for g in groups:
+        g.store = store
+    store.overrides = VariantSet(groups)
+    # specs validated before the overrides existed stay valid (a base spec is never changed)
+
+
+def install_payload(store: SpecStore, rows: list[list[Any]] | None) -> None:
+    """Worker side: rebuild the node's override group from its payload."""
+    if rows:
+        install(store, [Overrides.from_json(rows)])
+
+
+def base_node(nid: str) -> str:
+    """``pretrain:tiny@lr=0.001/part`` → ``pretrain:tiny/part`` (the node a variant was made from)."""
+    prefix, _, rest = nid.partition(":")
+    name, slash, part = rest.partition("/")
+    return f"{prefix}:{name.split('@', 1)[0]}{slash}{part}"
+
+
+# --------------------------------------------------------------------------------------------
+# Binding --set to specs of a target's graph
+
+
+def _spec_kind_of_target(project: Any, target: str) -> tuple[str, str, str | None, str]:
+    """(prefix, name, part, kind) of a target (stage:name[/part] or kind:name)."""
+    from .stage import kinds, parse_node_id, stages
+
+    prefix, name, part = parse_node_id(target)
+    st = stages().get(prefix)
+    if st is not None:
+        return prefix, name, part, st.kind
+    if prefix in kinds():
+        return prefix, name, part, prefix
+    project.resolve_target(target)  # raises the usual "unknown stage or kind" error
+    raise GenesisError(f"{target}: not a target")
+
+
+def graph_specs(project: Any, targets: list[str]) -> list[str]:
+    """Base spec addresses the targets' graph uses: node specs and everything they reference."""
+    g = project.expand(targets)
+    todo = sorted({project.node(n).spec.address for n in g.nodes})
+    seen: list[str] = []
+    while todo:
+        a = todo.pop(0)
+        if a in seen:
+            continue
+        seen.append(a)
+        todo += [r for _, r in find_refs(project.specs.raw(a).data, project.specs.kinds) if r not in seen]
+    return seen
+
+
+def bind(project: Any, targets: list[str], sets: list[SetArg]) -> list[Override]:
+    """Resolve each ``--set``'s spec: ``kind:name.`` explicitly, else the target's spec of that kind,
+    else the single spec of that kind in the targets' graph."""
+    store: SpecStore = project.specs
+    out: list[Override] = []
+    used: list[str] | None = None
+    for s in sets:
+        where = f"{s.flag} {s.arg}"
+        if s.addressed:
+            names = store.names(s.kind)
+            match = max((n for n in names if s.rest.startswith(n + ".")), key=len, default=None)
+            if match is None:
+                guess = s.rest.split(".", 1)[0]
+                raise GenesisError(f"{where}: no spec {s.kind}:{guess} (specs/{s.kind}/{guess}.toml does not exist)"
+                                   f"{did_you_mean(guess, names)}")
+            address, field_path = f"{s.kind}:{match}", s.rest[len(match) + 1:]
+        else:
+            own = sorted({f"{s.kind}:{_spec_kind_of_target(project, t)[1]}" for t in targets
+                          if _spec_kind_of_target(project, t)[3] == s.kind})
+            if len(own) == 1:
+                address = own[0]
+            else:
+                if used is None:
+                    used = graph_specs(project, targets)
+                cands = own or [a for a in used if a.split(":")[0] == s.kind]
+                if not cands:
+                    raise GenesisError(f"{where}: no {s.kind} spec in the graph of {', '.join(targets)}")
+                if len(cands) > 1:
+                    raise GenesisError(f"{where}: {len(cands)} {s.kind} specs in the graph ({', '.join(cands)}); "
+                                       f"name one, e.g. {cands[0]}.{s.rest}=…")
+                address = cands[0]
+            field_path = s.rest
+        if not field_path or not all(field_path.split(".")):
+            raise GenesisError(f"{where}: no field named (expected {address}.FIELD=VALUE)")
+        out.append(Override(s.arg, address, _path(field_path), s.value, s.flag))
+    seen: dict[tuple[str, tuple[Any, ...]], str] = {}
+    for o in out:
+        k = (o.address, o.path)
+        if k in seen:
+            raise GenesisError(f"{o.where}: {o.address}.{'.'.join(map(str, o.path))} is already set by {seen[k]}")
+        seen[k] = o.arg
+    return out
+
+
+def rewrite_target(group: Overrides, project: Any, target: str) -> str:
+    """A target under overrides: ``model:tiny`` → ``model:tiny@training.lr=0.001``."""
+    prefix, name, part, kind = _spec_kind_of_target(project, target)
+    v = group.variant_of(f"{kind}:{name}")
+    if v is None:
+        return target
+    return f"{prefix}:{v.split(':', 1)[1]}" + (f"/{part}" if part else "")
+
+
+@dataclass
+class Variant:
+    """One variant of a command: its override group and its targets (rewritten)."""
+
+    group: Overrides
+    base_targets: list[str]
+    targets: list[str]
+    sets: list[str] = field(default_factory=list)
+
+
+def apply(project: Any, targets: list[str], sets: list[str], sweeps: list[str]) -> list[Variant]:
+    """Bind ``--set``/``--sweep`` arguments, install their variants in the project's SpecStore and
+    return one Variant per point (one for plain ``--set``). Every override must reach the targets."""
+    import itertools
+
+    kinds = list(project.specs.kinds)
+    base = [parse_set(a, kinds) for a in sets]
+    axes = [split_sweep(a, kinds) for a in sweeps]
+    points = [list(p) for p in itertools.product(*axes)] if axes else [[]]
+    groups: list[Overrides] = []
+    for point in points:
+        groups.append(Overrides(bind(project, targets, base + point)))
+    install(project.specs, groups)
+    variants = []
+    for g in groups:
+        new = [rewrite_target(g, project, t) for t in targets]
+        variants.append(Variant(g, targets, new, [o.arg for o in g.items]))
+    # every override must change some spec the targets use (else it is a typo or a wrong address)
+    project.expand([t for v in variants for t in v.targets])
+    loaded = set(project.specs._raw)
+    for g in groups:
+        for o in g.items:
+            v = g.variant_of(o.address)
+            if v is None or v not in loaded:
+                raise GenesisError(f"{o.where}: {o.address} is not used by {', '.join(targets)}")
+    return variants
+
+
+# --------------------------------------------------------------------------------------------
+# --save
+
+
+def toml_value(v: Any) -> str:
+    """A TOML literal for a JSON-like value."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    raise GenesisError(f"cannot write {v!r} as TOML")
+
+
+def _toml_key(k: Any) -> str:
+    return str(k) if re.match(r"^[A-Za-z0-9_-]+$", str(k)) else json.dumps(str(k))
+
+
+def save(project: Any, variant: Variant, name: str) -> Path:
+    """Write the variant as ``specs/<kind>/<name>.toml`` extending its base (the target's spec)."""
+    from .specs import REF_RE
+
+    addresses = sorted({o.address for o in variant.group.items})
+    if len(addresses) != 1:
+        raise GenesisError(f"--save {name}: the overrides change {len(addresses)} specs ({', '.join(addresses)}); "
+                           "--save writes one spec: set fields of one spec only")
+    address = addresses[0]
+    kind = address.split(":")[0]
+    if not REF_RE.match(f"{kind}:{name}") or "@" in name:
+        raise GenesisError(f"--save {name}: not a spec name (letters, digits, '.', '_' or '-')")
+    path = project.specs.path_of(f"{kind}:{name}")
+    if path.exists():
+        raise GenesisError(f"--save {name}: {project.specs.rel(path)} already exists")
+    lines = [f"# made by genesis-build --save from: {' '.join('--set ' + o.arg for o in variant.group.items)}",
+             f"extends = {toml_value(address)}", ""]
+    if any(isinstance(p, int) for o in variant.group.items for p in o.path):
+        raise GenesisError(f"--save {name}: overrides of list items cannot be saved as an extends file")
+    for o in variant.group.items:
+        lines.append(f"{'.'.join(_toml_key(p) for p in o.path)} = {toml_value(o.value)}")
+    text = "\n".join(lines) + "\n"
+    tomllib.loads(text)  # what we write must read back
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The experiments log
+
+
+def log_path(ws: Any) -> Path:
+    """``.genesis/experiments.jsonl`` of the workspace."""
+    return ws.state_dir / LOG_NAME
+
+
+def record(engine: Any, variant: Variant, results: list[Any]) -> None:
+    """Append one line per built variant target: name, base, overrides, when, node → key."""
+    by_id = {r.id: r for r in results}
+    path = log_path(engine.ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for base, t in zip(variant.base_targets, variant.targets):
+        if t == base:
+            continue
+        ids = engine.project.resolve_target(t)
+        if len(ids) != 1 or ids[0] not in by_id or by_id[ids[0]].key is None:
+            continue
+        r = by_id[ids[0]]
+        if r.outcome in ("failed", "skipped"):
+            continue
+        row = {"variant": t, "base": base, "node": ids[0], "key": r.key, "time": time.time(),
+               "overrides": {o.arg: o.value for o in variant.group.items}, "group": variant.group.as_json()}
+        with open(path, "a") as f:  # one short line per write: appends do not interleave
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+def read_log(ws: Any) -> list[dict[str, Any]]:
+    """Every logged variant build (bad lines skipped)."""
+    path = log_path(ws)
+    out = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reading builds back: a root object → every node's manifest, spec values and metrics
+
+
+@dataclass
+class Build:
+    """One build as ``diff``/``exp`` see it."""
+
+    label: str
+    key: str
+    nodes: dict[str, dict[str, Any]]  # aligned node label → manifest
+    created: float = 0.0
+
+
+def _node_label(nid: str) -> str:
+    return base_node(nid)
+
+
+def walk(cache: Any, key: str) -> dict[str, dict[str, Any]]:
+    """{node id: manifest} of an object and everything upstream, from the cached manifests."""
+    out: dict[str, dict[str, Any]] = {}
+    todo = [(None, key)]
+    seen: set[str] = set()
+    while todo:
+        nid, k = todo.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        m = cache.manifest(k)
+        if not m:
+            continue
+        out[nid or m.get("node", k)] = m
+        for dep in (m.get("inputs") or {}).values():
+            if dep.get("key"):
+                todo.append((dep.get("node"), dep["key"]))
+    return out
+
+
+def aligned(nodes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Node ids → labels that match across variants and across base names: ``stage[/part]`` where
+    unique in the build, else the node id without its variant suffix."""
+    counts: dict[str, int] = {}
+    short = {}
+    for nid, m in nodes.items():
+        s = m.get("stage", nid.split(":")[0]) + (f"/{m['part']}" if m.get("part") else "")
+        short[nid] = s
+        counts[s] = counts.get(s, 0) + 1
+    return {(short[n] if counts[short[n]] == 1 else _node_label(n)): m for n, m in nodes.items()}
+
+
+def resolve_build(engine: Any, what: str) -> Build:
+    """A build named by an out/ entry (path or name), a target or variant target, or a node id."""
+    cache = engine.cache
+    ws = engine.ws
+    key = None
+    cand = [Path(what), ws.out_dir / what.replace("/", "__"), ws.root / what]
+    for p in cand:
+        try:
+            if p.is_symlink() or p.is_dir():
+                real = p.resolve()
+                for d in (real, *real.parents):
+                    if (d / "manifest.json").is_file():
+                        key = json.loads((d / "manifest.json").read_text()).get("key")
+                        break
+        except (OSError, ValueError):
+            continue
+        if key:
+            break
+    if key is None and ":" in what:
+        from .stage import kinds, parse_node_id
+
+        prefix, name, part = parse_node_id(what)
+        k = kinds().get(prefix)
+        nid = f"{k.default_stage}:{name}" + (f"/{part}" if part else "") if k and k.default_stage else what
+        ref = engine.refs.get(nid)
+        if ref:
+            key = ref["key"]
+    if key is None or not cache.has(key):
+        raise GenesisError(f"diff: {what}: no build found (not an out/ entry, and no build of it in this workspace)")
+    nodes = walk(cache, key)
+    root = cache.manifest(key) or {}
+    return Build(what, key, aligned(nodes), root.get("created", 0.0))
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+HEADLINE = ("pretrain.final_loss", "pretrain.final_val_loss", "pretrain.tokens_per_s")
+
+
+def metrics(engine: Any, build: Build) -> dict[str, float]:
+    """Numbers of a build: every numeric stat of every node (``pretrain.final_loss``), and every
+    eval metric from the eval nodes' results.json (``eval/base.truthfulqa_mc1.acc``)."""
+    out: dict[str, float] = {}
+    for label, m in sorted(build.nodes.items()):
+        stage = label
+        for k, v in (m.get("stats") or {}).items():
+            if _numeric(v) and "/" not in k:
+                out[f"{stage}.{k}"] = v
+        if m.get("stage") == "eval":
+            res = engine.cache.data_dir(m["key"]) / "results.json"
+            try:
+                results = json.loads(res.read_text()).get("results", {})
+            except (OSError, ValueError):
+                results = {}
+            for task, vals in results.items():
+                if isinstance(vals, dict):
+                    for metric, v in vals.items():
+                        if _numeric(v):
+                            out[f"{stage}.{task}.{metric}"] = v
+    return out
+
+
+def headline(all_metrics: dict[str, float]) -> dict[str, float]:
+    """The few numbers ``exp`` shows by default: losses, throughput, eval headline metrics."""
+    from_evals = [k for k in all_metrics if k.startswith("eval/") and any(
+        k.endswith(s) for s in (".truthfulqa_mc1.acc", ".truthfulqa_mc2.acc", ".harmbench.asr", ".xstest_safe.refusal_rate"))]
+    picked = [k for k in HEADLINE if k in all_metrics] + sorted(from_evals)
+    if not picked:  # stages we do not know: their first numbers
+        picked = sorted(all_metrics)[:6]
+    return {k: all_metrics[k] for k in picked}
+
+
+def spec_changes(a: Build, b: Build) -> list[tuple[str, Any, Any]]:
+    """Spec values (as keyed) that differ between two builds, one row per field."""
+    from .graph import flatten
+
+    va: dict[str, Any] = {}
+    vb: dict[str, Any] = {}
+    for src, dst in ((a, va), (b, vb)):
+        for m in src.nodes.values():
+            for k, v in flatten(m.get("spec") or {}).items():
+                dst.setdefault(k, v)
+    rows = []
+    for k in sorted(va.keys() | vb.keys()):
+        if va.get(k, "∅") != vb.get(k, "∅"):
+            rows.append((k, va.get(k, "—"), vb.get(k, "—")))
+    return rows
+
+
+def diff_data(engine: Any, a: Build, b: Build) -> dict[str, Any]:
+    """Everything ``diff`` prints, as JSON-compatible data."""
+    ma, mb = metrics(engine, a), metrics(engine, b)
+    rows = []
+    for k in sorted(ma.keys() | mb.keys(), key=lambda k: (k not in HEADLINE, k)):
+        x, y = ma.get(k), mb.get(k)
+        if k.endswith(("_s", "wall_time_s")) and k != "pretrain.tokens_per_s" and x == y:
+            continue
+        rows.append({"metric": k, "a": x, "b": y, "delta": (y - x) if x is not None and y is not None else None})
+    labels = sorted(a.nodes.keys() | b.nodes.keys())
+    differ = [n for n in labels if (a.nodes.get(n) or {}).get("key") != (b.nodes.get(n) or {}).get("key")]
+    return {
+        "a": {"label": a.label, "key": a.key, "created": a.created},
+        "b": {"label": b.label, "key": b.key, "created": b.created},
+        "spec": [{"field": f, "a": x, "b": y} for f, x, y in spec_changes(a, b)],
+        "nodes_differ": differ, "nodes_same": [n for n in labels if n not in differ],
+        "metrics": rows,
+    }
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _delta(v: Any) -> str:
+    if v is None:
+        return ""
+    if v == 0:
+        return "0"
+    return f"{v:+.4g}" if isinstance(v, float) else f"{v:+d}"
+
+
+def render_diff(data: dict[str, Any], fmt: str, console: Any) -> None:
+    """Print a diff as text (rich tables), markdown or json."""
+    if fmt == "json":
+        print(json.dumps(data, indent=1, default=str))
+        return
+    a, b = data["a"]["label"], data["b"]["label"]
+    spec_rows = [(r["field"], _short(r["a"]), _short(r["b"]), "") for r in data["spec"]]
+    metric_rows = [(r["metric"], _num(r["a"]), _num(r["b"]), _delta(r["delta"])) for r in data["metrics"]]
+    nodes_line = (f"nodes that differ ({len(data['nodes_differ'])} of "
+                  f"{len(data['nodes_differ']) + len(data['nodes_same'])}): {', '.join(data['nodes_differ']) or 'none'}")
+    if fmt == "markdown":
+        out = [f"### {a} vs {b}", "", "| spec field | A | B |", "|---|---|---|"]
+        out += [f"| `{f}` | {x} | {y} |" for f, x, y, _ in spec_rows] or ["| (none) | | |"]
+        out += ["", nodes_line, "", "| metric | A | B | Δ |", "|---|---:|---:|---:|"]
+        out += [f"| {m} | {x} | {y} | {d} |" for m, x, y, d in metric_rows]
+        print("\n".join(out))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(f"[bold]A[/] {escape(a)} ({data['a']['key'][:12]})  [bold]B[/] {escape(b)} ({data['b']['key'][:12]})")
+    t = Table("spec field", "A", "B", title="spec values that differ", title_justify="left")
+    for f, x, y, _ in spec_rows:
+        t.add_row(escape(f), escape(x), escape(y))
+    console.print(t if spec_rows else "spec values: identical")
+    console.print(escape(nodes_line))
+    t = Table("metric", "A", "B", "Δ", title="metrics", title_justify="left")
+    for m, x, y, d in metric_rows:
+        t.add_row(escape(m), x, y, d)
+    console.print(t)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v) if not isinstance(v, str) else v
+    return s if len(s) <= 40 else s[:37] + "…"
+
+
+def cmd_diff(args: Any, console: Any, engine: Any) -> int:
+    """``genesis-build diff A B``."""
+    a = resolve_build(engine, args.a)
+    b = resolve_build(engine, args.b)
+    render_diff(diff_data(engine, a, b), args.format, console)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# exp
+
+
+def exp_rows(engine: Any, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per variant built in this workspace (its latest build), plus each base it came from."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in read_log(engine.ws):
+        latest[row["variant"]] = row
+    rows = []
+    bases: dict[str, None] = {}
+    for name, row in latest.items():
+        if only is not None and name not in only:
+            continue
+        if not engine.cache.has(row["key"]):
+            continue  # gc'd since
+        bases[row["base"]] = None
+        b = Build(name, row["key"], aligned(walk(engine.cache, row["key"])), row["time"])
+        rows.append({"variant": name, "base": row["base"], "overrides": row["overrides"], "built": row["time"],
+                     "key": row["key"], "metrics": metrics(engine, b)})
+    for base in bases:
+        try:
+            b = resolve_build(engine, base)
+        except GenesisError:
+            continue
+        rows.insert(0, {"variant": base, "base": base, "overrides": {}, "built": b.created, "key": b.key,
+                        "metrics": metrics(engine, b)})
+    return rows
+
+
+def render_exp(rows: list[dict[str, Any]], sort: str | None, fmt: str, console: Any) -> None:
+    """Print ``exp`` rows (sorted by a metric when asked)."""
+    if sort:
+        known = sorted({k for r in rows for k in r["metrics"]})
+        if sort not in known:
+            ends = [k for k in known if k.endswith("." + sort) or k == sort]
+            if len(ends) != 1:
+                raise GenesisError(f"--sort {sort}: no such metric{did_you_mean(sort, known)}"
+                                   + (f" (matches: {', '.join(ends)})" if len(ends) > 1 else ""))
+            sort = ends[0]
+        rows = sorted(rows, key=lambda r: (r["metrics"].get(sort) is None, r["metrics"].get(sort, 0)))
+    cols: list[str] = []
+    for r in rows:
+        for k in headline(r["metrics"]):
+            if k not in cols:
+                cols.append(k)
+    if sort and sort not in cols:
+        cols.insert(0, sort)
+    if fmt == "json":
+        print(json.dumps(rows, indent=1, default=str))
+        return
+    when = [time.strftime("%Y-%m-%d %H:%M", time.localtime(r["built"])) if r["built"] else "" for r in rows]
+    over = [", ".join(f"{k}" for k in r["overrides"]) or "(base)" for r in rows]
+    if fmt == "markdown":
+        out = ["| variant | overrides | built | " + " | ".join(cols) + " |", "|---|---|---|" + "---:|" * len(cols)]
+        for r, w, o in zip(rows, when, over):
+            out.append(f"| {r['variant']} | {o} | {w} | " + " | ".join(_num(r["metrics"].get(c)) for c in cols) + " |")
+        print("\n".join(out))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table("variant", "overrides", "built", *cols)
+    for r, w, o in zip(rows, when, over):
+        t.add_row(escape(r["variant"]), escape(o), w, *[_num(r["metrics"].get(c)) for c in cols])
+    console.print(t if rows else "no variants built in this workspace yet (build one with --set or --sweep)")
+
+
+def cmd_exp(args: Any, console: Any, engine: Any) -> int:
+    """``genesis-build exp``."""
+    render_exp(exp_rows(engine), args.sort, args.format, console)
+    return 0
