@@ -148,8 +148,10 @@ def _path(text: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in text.split("."))
 
 
-def set_in(data: dict[str, Any], path: tuple[Any, ...], value: Any, where: str) -> None:
+def set_in(data: dict[str, Any], path: tuple[Any, ...], value: Any, where: str, kind: str = "") -> None:
     """Set ``value`` at ``path`` in raw spec data, creating missing tables."""
+    from .specs import dotted
+
     cur: Any = data
     for i, part in enumerate(path[:-1]):
         if isinstance(cur, dict):
@@ -160,7 +162,7 @@ def set_in(data: dict[str, Any], path: tuple[Any, ...], value: Any, where: str) 
         elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
             cur = cur[part]
         else:
-            shown = ".".join(map(str, path[:i]))
+            shown = dotted(kind, path[:i]).lstrip(".")
             raise GenesisError(f"{where}: {shown} is a value, not a table")
     last = path[-1]
     if isinstance(cur, dict):
@@ -168,7 +170,7 @@ def set_in(data: dict[str, Any], path: tuple[Any, ...], value: Any, where: str) 
     elif isinstance(cur, list) and isinstance(last, int) and last < len(cur):
         cur[last] = copy.deepcopy(value)
     else:
-        shown = ".".join(map(str, path[:-1]))
+        shown = dotted(kind, path[:-1]).lstrip(".")
         raise GenesisError(f"{where}: {shown} is a value, not a table")
 
 
@@ -220,7 +222,7 @@ class Overrides:
         data = copy.deepcopy(raw.data)
         own = [o for o in self.items if o.address == address]
         for o in own:
-            set_in(data, o.path, o.value, o.where)
+            set_in(data, o.path, o.value, o.where, address.split(":")[0])
         affecting = list(own)
         for loc, ref in find_refs(data, store.kinds):
             if "@" in ref:
@@ -720,7 +722,7 @@ def headline(all_metrics: dict[str, float]) -> dict[str, float]:
 
 
 def spec_changes(a: Build, b: Build) -> list[tuple[str, Any, Any]]:
-    """Spec values (as keyed) that differ between two builds, one row per field."""
+    """Spec values (as keyed) and file inputs (by content digest) that differ, one row each."""
     from .graph import flatten
 
     va: dict[str, Any] = {}
@@ -729,6 +731,8 @@ def spec_changes(a: Build, b: Build) -> list[tuple[str, Any, Any]]:
         for m in src.nodes.values():
             for k, v in flatten(m.get("spec") or {}).items():
                 dst.setdefault(k, v)
+            for path, digest in (m.get("files") or {}).items():  # file inputs are keyed by content
+                dst.setdefault(f"file {path}", str(digest)[:12])
     rows = []
     for k in sorted(va.keys() | vb.keys()):
         if va.get(k, "∅") != vb.get(k, "∅"):
@@ -854,7 +858,12 @@ def render_exp(rows: list[dict[str, Any]], sort: str | None, fmt: str, console: 
         if sort not in known:
             ends = [k for k in known if k.endswith("." + sort) or k == sort]
             if len(ends) != 1:
-                raise GenesisError(f"--sort {sort}: no such metric{did_you_mean(sort, known)}"
+                hint = did_you_mean(sort, known)
+                if not hint:  # match on the last part (``final_los`` → pretrain.final_loss)
+                    leaf = {k.rsplit(".", 1)[-1]: k for k in known}
+                    close = did_you_mean(sort, leaf)
+                    hint = f" (did you mean {leaf[close[15:-2]]}?)" if close else ""
+                raise GenesisError(f"--sort {sort}: no such metric{hint}"
                                    + (f" (matches: {', '.join(ends)})" if len(ends) > 1 else ""))
             sort = ends[0]
         rows = sorted(rows, key=lambda r: (r["metrics"].get(sort) is None, r["metrics"].get(sort, 0)))
