@@ -783,20 +783,24 @@ def render_diff(data: dict[str, Any], fmt: str, console: Any) -> None:
         return
     a, b = data["a"]["label"], data["b"]["label"]
     spec_rows = [(r["field"], _short(r["a"]), _short(r["b"]), "") for r in data["spec"]]
-    metric_rows = [(r["metric"], _num(r["a"]), _num(r["b"]), _delta(r["delta"])) for r in data["metrics"]]
+    # headline numbers and those that moved; identical ones are counted (json lists every one)
+    shown = [r for r in data["metrics"] if r["metric"] in HEADLINE or r["a"] != r["b"]]
+    same = len(data["metrics"]) - len(shown)
+    metric_rows = [(r["metric"], _num(r["a"]), _num(r["b"]), _delta(r["delta"])) for r in shown]
+    same_line = f"{same} other metrics identical (--format json lists all)" if same else ""
     nodes_line = (f"nodes that differ ({len(data['nodes_differ'])} of "
                   f"{len(data['nodes_differ']) + len(data['nodes_same'])}): {', '.join(data['nodes_differ']) or 'none'}")
     if fmt == "markdown":
-        out = [f"### {a} vs {b}", "", "| spec field | A | B |", "|---|---|---|"]
+        out = [f"### A: {a}", f"### B: {b}", "", "| spec field | A | B |", "|---|---|---|"]
         out += [f"| `{f}` | {x} | {y} |" for f, x, y, _ in spec_rows] or ["| (none) | | |"]
         out += ["", nodes_line, "", "| metric | A | B | Δ |", "|---|---:|---:|---:|"]
         out += [f"| {m} | {x} | {y} | {d} |" for m, x, y, d in metric_rows]
-        print("\n".join(out))
+        print("\n".join(out + ([f"\n{same_line}"] if same_line else [])))
         return
     from rich.markup import escape
     from rich.table import Table
 
-    console.print(f"[bold]A[/] {escape(a)} ({data['a']['key'][:12]})  [bold]B[/] {escape(b)} ({data['b']['key'][:12]})")
+    console.print(f"[bold]A[/] {escape(a)} ({data['a']['key'][:12]})\n[bold]B[/] {escape(b)} ({data['b']['key'][:12]})")
     t = Table("spec field", "A", "B", title="spec values that differ", title_justify="left")
     for f, x, y, _ in spec_rows:
         t.add_row(escape(f), escape(x), escape(y))
@@ -806,6 +810,8 @@ def render_diff(data: dict[str, Any], fmt: str, console: Any) -> None:
     for m, x, y, d in metric_rows:
         t.add_row(escape(m), x, y, d)
     console.print(t)
+    if same_line:
+        console.print(same_line)
 
 
 def _short(v: Any) -> str:
@@ -888,9 +894,20 @@ def render_exp(rows: list[dict[str, Any]], sort: str | None, fmt: str, console: 
     from rich.markup import escape
     from rich.table import Table
 
-    t = Table("variant", "overrides", "built", *cols)
-    for r, w, o in zip(rows, when, over):
-        t.add_row(escape(r["variant"]), escape(o), w, *[_num(r["metrics"].get(c)) for c in cols])
+    # compact text: the base target, the variant's own labels minus those every variant shares
+    labels = [r["variant"].split("@", 1)[1].split(",") if "@" in r["variant"] else [] for r in rows]
+    varied = [lab for lab in labels if lab]
+    common = set.intersection(*map(set, varied)) if len(varied) > 1 else set()
+    leaves = [c.rsplit(".", 1)[-1] for c in cols]
+    heads = [leaf if leaves.count(leaf) == 1 else c for c, leaf in zip(cols, leaves)]
+    t = Table(title=None)
+    for c in ("target", "overrides", "built", *heads):
+        t.add_column(c, overflow="fold", no_wrap=c not in heads, justify="right" if c in heads else "left")
+    for r, lab, w in zip(rows, labels, when):
+        own = "\n".join(x for x in lab if x not in common) or ("(base)" if not lab else "(common only)")
+        t.add_row(escape(r["variant"].split("@", 1)[0]), escape(own), w[5:], *[_num(r["metrics"].get(c)) for c in cols])
+    if common:
+        console.print(f"every variant also sets: {escape(', '.join(sorted(common)))}")
     console.print(t if rows else "no variants built in this workspace yet (build one with --set or --sweep)")
 
 

@@ -80,7 +80,36 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
-@stage("report", version=1, kind="model", inputs=_inputs, heavy=True, entry="index.html")
+def sibling_variants(cache_root: Path, history_root: Path, ws: str, spec_name: str, own_key: str) -> dict[str, dict[str, Any]]:
+    """The other variants of this model built in this workspace (``tiny``, ``tiny@training.lr=0.001`` …,
+    found by their report histories), each as ``{"metrics": its pretrain metrics.jsonl, "href": a
+    relative link from this report's object to theirs}``; objects gc'd since are left out."""
+    from genesis_build.cache import Cache
+
+    cache = Cache(cache_root)
+    base = spec_name.split("@", 1)[0]
+    out: dict[str, dict[str, Any]] = {}
+    if not history_root.is_dir():
+        return out
+    for d in sorted(history_root.iterdir()):
+        name, _, wsid = d.name.rpartition("-")
+        if wsid != ws or name == spec_name or name.split("@", 1)[0] != base:
+            continue
+        try:
+            builds = json.loads((d / "previous.json").read_text()).get("builds", [])
+        except (OSError, ValueError):
+            continue
+        key = (builds[-1] if builds else {}).get("key")
+        manifest = cache.manifest(key) if key else None
+        pre = ((manifest or {}).get("inputs") or {}).get("pretrain", {}).get("key")
+        if not manifest or not pre:
+            continue
+        href = os.path.relpath(cache.data_dir(key) / "index.html", cache.data_dir(own_key))
+        out[name] = {"metrics": str(cache.data_dir(pre) / "metrics.jsonl"), "href": href}
+    return out
+
+
+@stage("report", version=2, kind="model", inputs=_inputs, heavy=True, entry="index.html")
 def report(ctx: Context) -> None:
     """Render the HTML report (curves, evals base vs aligned, CAI stats, diff vs previous build)."""
     evals = {}
@@ -98,8 +127,10 @@ def report(ctx: Context) -> None:
         except ValueError:
             ctx.log(f"warning: {hist_path} is unreadable; comparing with nothing")
     previous = next((b for b in reversed(history) if b.get("key") != ctx.key), None)
+    variants = sibling_variants(ctx.cache_root, hist_path.parent.parent, hist_path.parent.name.rpartition("-")[2],
+                                ctx.spec_name, ctx.key)
     summary = render_report(ctx.out, metrics, evals, cai, previous, specs=upstream_specs(ctx.cache_root, ctx.inputs),
-                            title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key)
+                            title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key, variants=variants)
     history = [b for b in history if b.get("key") != ctx.key] + [summary]
     _write_json(hist_path, {"builds": history[-HISTORY:]})
     ctx.stats(plots=len(summary["plots"]), eval_metrics=len(summary["metrics"]),

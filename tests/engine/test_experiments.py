@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -158,7 +162,7 @@ def test_sweep_builds_the_shared_upstream_once_and_prints_the_table(ws: Workspac
     assert sorted(r.ran) == ["read:demo@seconds=0.02", "slow:demo@seconds=0.02", "slow:demo@seconds=0.04"] \
         or sorted(r.ran) == ["read:demo@seconds=0.04", "slow:demo@seconds=0.02", "slow:demo@seconds=0.04"]
     assert sum(n.startswith("read:") for n in r.ran) == 1
-    assert "slow:demo@seconds=0.02" in r.out and "slow:demo@seconds=0.04" in r.out and "text.seconds=0.04" in r.out
+    assert "slow:demo@seconds=0.02" in r.out and "slow:demo@seconds=0.04" in r.out and "seconds=0.04" in r.out
     for v in ("0.02", "0.04"):
         assert (ws.root / "out" / f"slow:demo@seconds={v}" / "step9.txt").is_file()
     # cartesian product of two sweeps: 2 × 2 variants, each read key built once per shape value
@@ -204,7 +208,7 @@ def test_exp_lists_variants_with_overrides_and_sorts(ws: Workspace) -> None:
     assert by["text:demo@repeat=2"]["overrides"] == {"text.shape.repeat=2": 2}
     assert by["text:demo"]["metrics"]["read.chars"] == 40 and by["text:demo"]["overrides"] == {}
     txt = ws.cli("exp")
-    assert txt.code == 0 and "text:demo@repeat=2" in txt.out and "(base)" in txt.out
+    assert txt.code == 0 and "repeat=2" in txt.out and "(base)" in txt.out and "files=data_a.txt~" in txt.out
     bad = ws.cli("exp", "--sort", "charz")
     assert bad.code == 2 and "did you mean read.chars" in bad.err
 
@@ -215,3 +219,51 @@ def test_values_and_names() -> None:
     assert [s.value for s in split_sweep("model.training.betas=[0.9, 0.95],[0.8, 0.9]", ["model"])] == [[0.9, 0.95], [0.8, 0.9]]
     assert fmt_value(0.001) == "0.001" and fmt_value(True) == "true" and fmt_value("abc") == "abc"
     assert fmt_value("a/b c") != fmt_value("a_b_c") and "/" not in fmt_value("a/b c")
+
+
+SHORT = ["--set", "model.training.steps=6", "--set", "model.training.warmup_steps=2",
+         "--set", "model.training.eval_every=3", "--set", "model.training.checkpoint_every=3"]
+
+
+@pytest.mark.slow
+def test_real_tiny_model_sweep_then_diff(tmp_path: Path) -> None:
+    """The real pipeline up to pretrain:tiny, two learning rates: the corpus/tokenizer/tokenize
+    upstream is built once, and diff shows the changed field and the loss/throughput deltas."""
+    root = Path(__file__).resolve().parents[2]
+    ws = tmp_path / "ws"
+    shutil.copytree(root / "specs", ws / "specs")
+    (ws / "genesis.toml").write_text('[workspace]\ndefault = "model:tiny"\nplugins = ["stages"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
+    env["PYTHONPATH"] = str(root)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=ws, env=env,
+                              capture_output=True, text=True, timeout=1500)
+
+    r = cli("pretrain:tiny", "--sweep", "model.training.lr=3e-3,1e-2", *SHORT)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    manifests = [json.loads(m.read_text()) for m in (ws / "cache" / "objects").glob("*/*/manifest.json")]
+    per_stage: dict[str, int] = {}
+    for m in manifests:
+        per_stage[m["stage"]] = per_stage.get(m["stage"], 0) + 1
+    assert per_stage["pretrain"] == 2
+    assert per_stage["corpus"] == per_stage["tokenizer"] == per_stage["tokenize"] == 1  # shared upstream, once
+    a, b = sorted(os.listdir(ws / "out"))
+    assert "training.lr=0.003" in a and "training.lr=0.01" in b
+    d = cli("diff", a, b, "--format", "json")
+    assert d.returncode == 0, d.stderr
+    data = json.loads(d.stdout)
+    assert data["spec"] == [{"field": "model.training.lr", "a": 0.003, "b": 0.01}]
+    assert data["nodes_differ"] == ["pretrain"]
+    rows = {m["metric"]: m for m in data["metrics"]}
+    for name in ("pretrain.final_loss", "pretrain.final_val_loss", "pretrain.tokens_per_s"):
+        row = rows[name]
+        assert row["a"] is not None and row["b"] is not None and row["delta"] == pytest.approx(row["b"] - row["a"])
+    assert rows["pretrain.final_loss"]["a"] != rows["pretrain.final_loss"]["b"]
+    # the same variant again is a no-op; exp lists both with their final loss
+    again = cli("pretrain:tiny", "--set", "model.training.lr=1e-2", *SHORT)
+    assert again.returncode == 0 and "(no-op)" in again.stdout, again.stdout[-2000:]
+    exp = json.loads(cli("exp", "--format", "json", "--sort", "final_loss").stdout)
+    assert {r["variant"] for r in exp} == {a, b}
+    losses = [r["metrics"]["pretrain.final_loss"] for r in exp]
+    assert losses == sorted(losses)
