@@ -189,13 +189,20 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
 
     engine = _engine(args, console)
     variants = None
-    if args.set or args.sweep or args.save:
+    named_variant = any("@" in t for t in args.targets)
+    if args.set or args.sweep or args.save or named_variant:
         argv = None  # a variant run never answers from, nor records, the stat-only no-op fast path
     fast_args = fastpath.parse(argv) if argv is not None else None
     pre_stats = _spec_stats(engine) if fast_args else []
     targets = _targets(engine, args.targets)
     if args.set or args.sweep or args.save:
+        if named_variant:
+            raise GenesisError("--set/--sweep apply to base targets, not to a variant's name: give all overrides")
         targets, variants = _apply_overrides(engine, targets, args, console)
+    elif named_variant:
+        from . import experiments
+
+        variants = experiments.from_log(engine, targets)
     graph = _graph_of(engine, targets)
     force: set[str] = set()
     for f in args.force:
@@ -385,10 +392,12 @@ def cmd_why(args: argparse.Namespace, console: Any) -> int:
     from .graph import describe_changes
 
     engine = _engine(args, console)
-    if args.set:
-        from . import experiments
+    from . import experiments
 
+    if args.set:
         args.node = experiments.apply(engine.project, [args.node], args.set, [])[0].targets[0]
+    elif "@" in args.node:
+        experiments.from_log(engine, [args.node])
     nid, st, status = _status_of(engine, args.node)
     console.print(f"[bold]{nid}[/]: [{STATE_STYLE[st.state]}]{STATE_LABEL[st.state]}[/]" + (f" (key {st.key})" if st.key else ""))
     if st.state == "stale":
@@ -439,10 +448,12 @@ def cmd_graph(args: argparse.Namespace, console: Any) -> int:
     """Print the graph as dot, mermaid or node-link JSON."""
     engine = _engine(args, console)
     targets = _targets(engine, args.targets)
-    if args.set:
-        from . import experiments
+    from . import experiments
 
+    if args.set:
         targets = experiments.apply(engine.project, targets, args.set, [])[0].targets
+    elif any("@" in t for t in targets):
+        experiments.from_log(engine, targets)
     graph = engine.project.expand(targets)
     print(render_graph(graph, args.format))
     return 0

@@ -502,6 +502,34 @@ def apply(project: Any, targets: list[str], sets: list[str], sweeps: list[str]) 
     return variants
 
 
+def from_log(engine: Any, targets: list[str]) -> list[Variant]:
+    """Targets naming a variant built before (``model:tiny@training.lr=0.001``, as in out/): install
+    the overrides the experiments log recorded for it, so the name works as a handle."""
+    rows = list(reversed(read_log(engine.ws)))  # newest first
+    groups: list[Overrides] = []
+    variants = []
+    for t in targets:
+        if "@" not in t:
+            continue
+        _, name, _, kind = _spec_kind_of_target(engine.project, t)
+        row = None
+        for r in rows:  # any node of a logged variant's graph: its group defines this spec name
+            g = Overrides.from_json(r["group"])
+            g.store = engine.project.specs
+            if g.base_of(f"{kind}:{name}") is not None:
+                row = r
+                break
+        if row is None:
+            raise GenesisError(f"{t}: a --set variant this workspace has not built; give its overrides with --set "
+                               "(variants exist only while their overrides are given, or once saved with --save)")
+        g = Overrides.from_json(row["group"])
+        groups.append(g)
+        variants.append(Variant(g, [row["base"]], [t], [o.arg for o in g.items]))
+    if groups:
+        install(engine.project.specs, groups)
+    return variants
+
+
 # --------------------------------------------------------------------------------------------
 # --save
 

@@ -61,6 +61,25 @@ def test_override_of_a_field_read_upstream_makes_the_whole_chain_stale(ws: Works
     assert why.code == 0 and "spec field text.shape.repeat changed 1→3" in why.out
 
 
+def test_a_built_variant_name_is_a_handle_for_build_why_and_graph(ws: Workspace) -> None:
+    assert ws.cli("--set", "text.shape.repeat=2").code == 0
+    r = ws.cli("text:demo@repeat=2")
+    assert r.code == 0 and r.ran == [] and "(no-op)" in r.out
+    assert ws.cli("text:demo@repeat=2").ran == []  # never answered from, nor recorded on, the fast path
+    assert not (ws.root / ".genesis" / "noop").exists() or not list((ws.root / ".genesis" / "noop").iterdir())
+    why = ws.cli("why", "read:demo@repeat=2")
+    assert why.code == 0 and "read:demo@repeat=2: cached" in why.out
+    g = ws.cli("graph", "--format", "json", "text:demo@repeat=2")
+    assert g.code == 0 and {n["id"] for n in json.loads(g.out)["nodes"]} == {
+        n.replace("demo", "demo@repeat=2") for n in NODES}
+    g2 = ws.cli("graph", "--format", "mermaid", "--set", "text.shape.repeat=3")
+    assert g2.code == 0 and "read:demo@repeat=3" in g2.out
+    bad = ws.cli("text:demo@repeat=9")
+    assert bad.code == 2 and "a --set variant this workspace has not built" in bad.err
+    mixed = ws.cli("text:demo@repeat=2", "--set", "text.note=1")
+    assert mixed.code == 2 and "not to a variant's name" in mixed.err
+
+
 def test_set_on_a_field_no_stage_reads_changes_no_key(ws: Workspace) -> None:
     assert ws.cli().code == 0
     base = _states(ws)
