@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import GenesisError, SpecError
+from .errors import GenesisError
 from .specs import RawSpec, SpecStore, did_you_mean, find_refs
 
 SAFE = re.compile(r"^[A-Za-z0-9._-]+$")
