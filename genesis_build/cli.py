@@ -256,11 +256,11 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         must = [str(engine.cache.object_dir(r.key) / "manifest.json") for r in results] + [str(engine.ws.out_dir)]
         fastpath.save(engine.ws.root, fast_args, pre_stats + _output_stats(engine, [r.key for r in results]),
                       must, text, text)
-    if variants and len(variants) > 1 and not failed:
-        from . import experiments
+    if variants and len(variants) > 1 and not failed:  # a sweep: its variants side by side
+        from .compare import exp_rows, render_exp
 
         names = [t for v in variants for t in v.targets]
-        experiments.render_exp(experiments.exp_rows(engine, only=names), None, "text", console)
+        render_exp(exp_rows(engine, only=names), None, "text", console)
     if failed:
         user = [getattr(r, "user_error", None) for r in failed]
         if all(user):
@@ -478,14 +478,14 @@ def render_graph(graph: Any, fmt: str) -> str:
 
 def cmd_diff(args: argparse.Namespace, console: Any) -> int:
     """Two builds side by side (genesis_build/experiments.py)."""
-    from .experiments import cmd_diff as run
+    from .compare import cmd_diff as run
 
     return run(args, console, _engine(args, console))
 
 
 def cmd_exp(args: argparse.Namespace, console: Any) -> int:
     """Every variant built in this workspace (genesis_build/experiments.py)."""
-    from .experiments import cmd_exp as run
+    from .compare import cmd_exp as run
 
     return run(args, console, _engine(args, console))
 
