@@ -16,7 +16,7 @@ from typing import Any
 from .commands import positive_int
 from .errors import GenesisError
 
-COMMANDS = ("why", "graph", "show", "cache", "init")  # plugins add more (genesis_build.stage.command)
+COMMANDS = ("why", "graph", "show", "cache", "init", "diff", "exp")  # plugins add more (genesis_build.stage.command)
 
 EPILOG = """commands:
   genesis-build [TARGET…]            build targets (default: the workspace's default target)
@@ -24,6 +24,8 @@ EPILOG = """commands:
   genesis-build why NODE             why NODE would run (what changed since its last build)
   genesis-build graph [TARGET]       the DAG as dot, mermaid or json
   genesis-build show NODE            a node's manifest and output path
+  genesis-build diff A B             two builds side by side: changed spec values, nodes, metrics
+  genesis-build exp                  every --set/--sweep variant built here, with its metrics
   genesis-build cache ls|du|verify|gc|push|pull
   genesis-build init [DIR]           write a starter workspace
 
@@ -33,12 +35,22 @@ commands of the built-in `stages` plugin (a workspace's plugins may add others):
   genesis-build probe NODE           measure throughput for the planner
 
 Targets are node ids (stage:name[/part], e.g. tokenize:tiny) or kind:name for a kind's default
-stage (model:tiny). Run `genesis-build COMMAND --help` for a command's options."""
+stage (model:tiny). Run `genesis-build COMMAND --help` for a command's options.
+Try a change without a spec file: `genesis-build --set model.training.lr=1e-3` (docs/trying-things.md)."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-C", "--workspace", metavar="DIR", help="workspace directory (default: nearest genesis.toml)")
     p.add_argument("--cache", metavar="DIR", help="cache directory (overrides GENESIS_CACHE and genesis.toml)")
+
+
+def _overrides(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KIND[:NAME].FIELD=VALUE", dest="set",
+                   help="override a spec field (TOML value) in an ephemeral variant, e.g. model.training.lr=1e-3 (repeatable)")
+    if sweep:
+        p.add_argument("--sweep", action="append", default=[], metavar="KIND[:NAME].FIELD=V1,V2,…",
+                       help="build one variant per value (the cartesian product of several --sweep)")
+        p.add_argument("--save", metavar="NAME", help="also write the --set variant as specs/<kind>/NAME.toml (extends the base)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
     p.add_argument("--push", metavar="ORG/NAME", help="after building, upload the target (e.g. release:tiny) to this "
                    "Hugging Face repo (token from HF_TOKEN); never done without this option")
+    _overrides(p, sweep=True)
     _common(p)
     return p
 
@@ -65,10 +78,21 @@ def command_parser(cmd: str) -> argparse.ArgumentParser:
     if cmd == "why":
         p.description = "Explain why NODE would run: every field, input and file that changed since its last build."
         p.add_argument("node")
+        _overrides(p)
     elif cmd == "graph":
         p.description = "Print the build graph of TARGET."
         p.add_argument("targets", nargs="*", metavar="TARGET")
         p.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
+        _overrides(p)
+    elif cmd == "diff":
+        p.description = "Compare two builds (out/ entries, targets, --set variants or node ids): spec values, nodes, metrics."
+        p.add_argument("a", metavar="A")
+        p.add_argument("b", metavar="B")
+        p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    elif cmd == "exp":
+        p.description = "Every --set/--sweep variant built in this workspace: overrides, when, headline metrics."
+        p.add_argument("--sort", metavar="METRIC", help="sort by a metric (full name or its last part, e.g. final_loss)")
+        p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     elif cmd == "show":
         p.description = "Show a node's manifest and output path."
         p.add_argument("node")
@@ -206,8 +230,20 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
     from .fastpath import Recorder
 
     engine = _engine(args, console)
+    named_variant = any("@" in t for t in args.targets)
+    if args.set or args.sweep or args.save or named_variant:
+        argv = None  # a variant run never answers from, nor records, the stat-only no-op fast path
     record = Recorder(engine, argv)  # stats first: what the answer below depends on
+    variants = None
     targets = _targets(engine, args.targets)
+    if args.set or args.sweep or args.save:
+        if named_variant:
+            raise GenesisError("--set/--sweep apply to base targets, not to a variant's name: give all overrides")
+        targets, variants = _apply_overrides(engine, targets, args, console)
+    elif named_variant:
+        from . import experiments
+
+        variants = experiments.from_log(engine, targets)
     graph = _graph_of(engine, targets)
     force: set[str] = set()
     for f in args.force:
@@ -239,6 +275,11 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
     failed = [r for r in results if r.outcome == "failed"]
     noop = " (no-op)" if results and all(r.outcome == "cached" for r in results) else ""
     console.print(f"{len(results)} nodes: {summary}{noop}")
+    if variants:
+        from . import experiments
+
+        for v in variants:
+            experiments.record(engine, v, results)
     links = []
     for t in targets:
         link = engine.ws.out_dir / t.replace("/", "__")
@@ -250,6 +291,11 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
             console.print(_esc(links[-1]))
     if not failed:  # the answer the next identical invocation gets: everything is cached then
         record.save_build(results, "\n".join([f"{len(results)} nodes: {len(results)} cached (no-op)", *links]) + "\n")
+    if variants and len(variants) > 1 and not failed:  # a sweep: its variants side by side
+        from .compare import exp_rows, render_exp
+
+        names = [t for v in variants for t in v.targets]
+        render_exp(exp_rows(engine, only=names), None, "text", console)
     if failed:
         user = [getattr(r, "user_error", None) for r in failed]
         if all(user):
@@ -284,6 +330,17 @@ def _pusher(engine: Any, targets: list[str], repo_id: str) -> tuple[str, Any]:
     if stage.check_push is not None:
         stage.check_push(repo_id)
     return ids[0], stage.push
+def _apply_overrides(engine: Any, targets: list[str], args: argparse.Namespace, console: Any) -> tuple[list[str], Any]:
+    """``--set``/``--sweep``/``--save``: install the variants; the targets become the variants' targets."""
+    from . import experiments
+
+    if args.save and (args.sweep or not args.set):
+        raise GenesisError(f"--save {args.save}: needs --set (and no --sweep): it saves one variant")
+    variants = experiments.apply(engine.project, targets, args.set, getattr(args, "sweep", []))
+    if args.save:
+        path = experiments.save(engine.project, variants[0], args.save)
+        console.print(f"saved {_esc(engine.project.specs.rel(path))} (extends the base; build it as its own spec)")
+    return [t for v in variants for t in v.targets], variants
 
 
 def _render(console: Any, draw: Any) -> tuple[str, str]:
@@ -364,11 +421,17 @@ def cmd_why(args: argparse.Namespace, console: Any) -> int:
     from .graph import describe_changes
 
     engine = _engine(args, console)
+    from . import experiments
+
+    if args.set:
+        args.node = experiments.apply(engine.project, [args.node], args.set, [])[0].targets[0]
+    elif "@" in args.node:
+        experiments.from_log(engine, [args.node])
     nid, st, status = _status_of(engine, args.node)
     console.print(f"[bold]{nid}[/]: [{STATE_STYLE[st.state]}]{STATE_LABEL[st.state]}[/]" + (f" (key {st.key})" if st.key else ""))
     if st.state == "stale":
         node = engine.project.node(nid)
-        ref = engine.refs.get(nid)
+        ref = engine.last_ref(nid)
         inputs = engine.project.input_ids(node)
         material = engine.material(node, {n: status[i].digest for n, i in inputs.items()})
         for r in describe_changes(ref["material"], material, limit=None):
@@ -413,7 +476,14 @@ def cmd_show(args: argparse.Namespace, console: Any) -> int:
 def cmd_graph(args: argparse.Namespace, console: Any) -> int:
     """Print the graph as dot, mermaid or node-link JSON."""
     engine = _engine(args, console)
-    graph = engine.project.expand(_targets(engine, args.targets))
+    targets = _targets(engine, args.targets)
+    from . import experiments
+
+    if args.set:
+        targets = experiments.apply(engine.project, targets, args.set, [])[0].targets
+    elif any("@" in t for t in targets):
+        experiments.from_log(engine, targets)
+    graph = engine.project.expand(targets)
     print(render_graph(graph, args.format))
     return 0
 
@@ -433,6 +503,20 @@ def render_graph(graph: Any, fmt: str) -> str:
     lines = ["digraph genesis {", "  rankdir=LR;"] + [f'  "{n}";' for n in order]
     lines += [f'  "{a}" -> "{b}" [label="{d.get("name", "")}"];' for a, b, d in graph.edges(data=True)]
     return "\n".join(lines + ["}"])
+
+
+def cmd_diff(args: argparse.Namespace, console: Any) -> int:
+    """Two builds side by side (genesis_build/experiments.py)."""
+    from .compare import cmd_diff as run
+
+    return run(args, console, _engine(args, console))
+
+
+def cmd_exp(args: argparse.Namespace, console: Any) -> int:
+    """Every variant built in this workspace (genesis_build/experiments.py)."""
+    from .compare import cmd_exp as run
+
+    return run(args, console, _engine(args, console))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ from .stage import Context, InputRef
 
 def make_context(payload: dict[str, Any], project: Project, progress: Callable[[dict], None] | None = None) -> Context:
     """Rebuild a stage Context from a payload (in the worker or in process)."""
+    if payload.get("overrides"):  # a --set variant: its specs exist only in memory, install them here too
+        from .experiments import install_payload
+
+        install_payload(project.specs, payload["overrides"])
     spec = project.specs.get(payload["spec"])
     inputs = {}
     for n, r in payload["inputs"].items():

@@ -173,9 +173,28 @@ class Engine:
                     self.state.put_keys([(node.id, fp, key)])
         return key, material
 
+    def last_ref(self, nid: str) -> dict[str, Any] | None:
+        """The last build of ``nid``; for a ``--set`` variant never built, that of its base node, so
+        reasons name the overridden fields (``spec field model.training.lr changed 0.003→0.001``)."""
+        ref = self.refs.get(nid)
+        if ref is None and "@" in nid:
+            from .experiments import base_node
+
+            ref = self.refs.get(base_node(nid))
+        return ref
+
+    def _last_head(self, nid: str) -> tuple[str, str, int, str] | None:
+        """``last_ref``'s (key, source_hash, version, output_digest), without parsing its material."""
+        head = self.refs.head(nid)
+        if head is None and "@" in nid:
+            from .experiments import base_node
+
+            head = self.refs.head(base_node(nid))
+        return head
+
     def source_warning(self, node: Node) -> str | None:
         """A warning when the stage's source changed since the last build but its version did not."""
-        ref = self.refs.head(node.id)
+        ref = self._last_head(node.id)
         if ref and ref[2] == node.stage.version and ref[1] and ref[1] != self.source_hash(node):
             return (f"stage {node.stage.name} source changed since the last build of {node.id} but its version "
                     f"is still {node.stage.version}: bump `version` if outputs change")
@@ -212,7 +231,7 @@ class Engine:
                 st = NodeStatus(nid, node.stage.name, key, CACHED, ["in remote cache (will pull)"], list(inputs.values()),
                                 digest=self.remote.output_digest(key))
             else:
-                ref = self.refs.get(nid)
+                ref = self.last_ref(nid)
                 if ref is None:
                     st = NodeStatus(nid, node.stage.name, key, MISSING, ["never built"], list(inputs.values()))
                 elif ref["key"] == key:
@@ -446,6 +465,9 @@ class Engine:
             "key": key, "run_dir": str(run_dir) if run_dir else None, "options": options,
             "stats_path": str(tmp / "stats.json"), "error_path": str(tmp / "error.json"),
         }
+        variant = self.project.specs.overrides.payload_for(node.spec.address) if self.project.specs.overrides else None
+        if variant:
+            payload["overrides"] = variant  # the worker rebuilds the --set variant spec from it
         t0 = time.time()
         if ui:
             ui.started(node.id, key)
@@ -473,6 +495,8 @@ class Engine:
                 "genesis_build": __version__, "python": sys.version.split()[0], "git_commit": git,
                 "created": time.time(), "options": options, "stats": stats, "schema": material["schema"],
             }
+            if variant:  # run metadata, not key material: which --set variant built this object
+                manifest["variant"] = {"spec": node.spec.address, "overrides": {o[0]: o[3] for o in variant}}
             return self.cache.publish(tmp, key, manifest)
         except OSError as e:
             self.cache.discard(tmp)

@@ -56,7 +56,11 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
                 if a in ("-n", "--dry-run"):
                     out["dry_run"] = True
             else:
-                return None  # --force, --reset-optimizer, --help …: the full path decides
+                # --force, --reset-optimizer, --help, and --set/--sweep/--save (a variant is not the
+                # plain target: its record would answer the plain run, or the reverse): full path
+                return None
+        elif "@" in a:
+            return None  # a --set variant's name (experiments.from_log): never on the fast path
         else:
             out["targets"].append(a)
     return out

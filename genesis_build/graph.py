@@ -104,7 +104,7 @@ class Project:
 
     def _spec_for(self, stage: Stage, name: str, where: str) -> Spec:
         address = f"{stage.kind}:{name}"
-        if not self.specs.path_of(address).is_file():
+        if not self.specs.exists(address):
             hint = did_you_mean(name, self.specs.names(stage.kind))
             raise TargetError(f"{where}: no spec {address} ({self.specs.rel(self.specs.path_of(address))} does not exist){hint}")
         return self.specs.get(address)

@@ -15,7 +15,9 @@ from typing import Any, Iterable
 
 from .errors import FieldError, SpecError, did_you_mean
 
-REF_RE = re.compile(r"^([a-z][a-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9._-]*)$")
+REF_RE = re.compile(r"^([a-z][a-z0-9_-]*):([A-Za-z0-9][A-Za-z0-9._-]*(?:@[A-Za-z0-9._=,+~-]+)?)$")
+# ``name@overrides`` names an ephemeral variant made by ``--set`` (see genesis_build/experiments.py);
+# it exists only in a store that was given those overrides, never as a file.
 
 
 @dataclass
@@ -161,6 +163,13 @@ class SpecStore:
         self.kinds = kinds
         self._raw: dict[str, RawSpec] = {}
         self._specs: dict[str, Spec] = {}
+        self.overrides: Any = None  # an experiments.Overrides when --set/--sweep made variants
+
+    def exists(self, address: str) -> bool:
+        """Whether ``kind:name`` is a spec file, or a variant this store's overrides define."""
+        if "@" in address:
+            return self.overrides is not None and self.overrides.base_of(address) is not None
+        return self.path_of(address).is_file()
 
     def rel(self, path: Path) -> str:
         """Workspace-relative display path."""
@@ -199,6 +208,14 @@ class SpecStore:
         if address in self._raw:
             return self._raw[address]
         kind, name = self.split(address, where)
+        if "@" in name:
+            if self.overrides is None or self.overrides.base_of(address) is None:
+                prefix = f"{where}: " if where else ""
+                raise SpecError(f"{prefix}spec {address} not found (a variant exists only while its --set "
+                                f"overrides are given; `--save NAME` writes one as a spec file)")
+            raw = self.overrides.variant_raw(self, address)
+            self._raw[address] = raw
+            return raw
         if address in _stack:
             cycle = " → ".join([*_stack[_stack.index(address):], address])
             raise SpecError(f"{self.rel(self.path_of(_stack[-1]))}:1: extends: cycle {cycle}")
@@ -251,6 +268,10 @@ class SpecStore:
         try:
             model = model_cls.model_validate(raw.data)
         except ValidationError as e:
+            if self.overrides is not None and "@" in name:
+                blame = self.overrides.blame(address, e.errors()[0], model_cls)
+                if blame:
+                    raise SpecError(blame) from None
             raise SpecError(self._format_validation(raw, kind, model_cls, e)) from None
         spec = Spec(address, kind, name, raw.path, model, raw)
         for loc, bad in malformed_refs(raw.data, self.kinds):
@@ -273,6 +294,10 @@ class SpecStore:
     def field_error(self, spec: Spec, err: FieldError) -> SpecError:
         """Turn a stage's FieldError into a located SpecError."""
         loc = tuple(int(p) if p.isdigit() else p for p in err.field.split(".")) if err.field else ()
+        if self.overrides is not None and "@" in spec.name:
+            blame = self.overrides.blame_field(spec.address, loc, err.message)
+            if blame:
+                return SpecError(blame)
         return SpecError(f"{self.where(spec, loc)}: {err.message}")
 
     def _format_validation(self, raw: RawSpec, kind: str, model_cls: type, e: Any) -> str:

@@ -389,6 +389,14 @@ class Context:
         in ``inputs``; this is for what a stage reads beyond them (e.g. manifests upstream of an input)."""
         return lookup_object(self.workspace, self.cache_root, node, key=key)
 
+    @property
+    def published_path(self) -> Path:
+        """Where ``out`` will be once this node is published (read-only then): for relative links from
+        this node's files to other objects' (``os.path.relpath(other.path / f, ctx.published_path)``)."""
+        from .cache import Cache
+
+        return Cache(Path(self.cache_root)).data_dir(self.key)
+
     def upstream_manifests(self) -> list[dict[str, Any]]:
         """Manifests of this node's inputs and of every node upstream of them, sorted by node id, read
         from the cache through :meth:`lookup` (objects pulled partially from a remote may lack some:

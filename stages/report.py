@@ -58,6 +58,33 @@ def _write_json(path: Path, payload: Any) -> None:
     os.replace(tmp, path)
 
 
+def sibling_variants(ctx: Context, history_root: Path, ws: str) -> dict[str, dict[str, Any]]:
+    """The other variants of this model built in this workspace (``tiny``, ``tiny@training.lr=0.001`` …,
+    found by their report histories), each as ``{"metrics": its pretrain metrics.jsonl, "href": a
+    relative link from this report's object to theirs}``; objects gc'd since are left out."""
+    base = ctx.spec_name.split("@", 1)[0]
+    out: dict[str, dict[str, Any]] = {}
+    if not history_root.is_dir():
+        return out
+    for d in sorted(history_root.iterdir()):
+        name, _, wsid = d.name.rpartition("-")
+        if wsid != ws or name == ctx.spec_name or name.split("@", 1)[0] != base:
+            continue
+        try:
+            builds = json.loads((d / "previous.json").read_text()).get("builds", [])
+        except (OSError, ValueError):
+            continue
+        key = (builds[-1] if builds else {}).get("key")
+        other = ctx.lookup(key=key) if key else None
+        pre_key = ((other.manifest if other else {}).get("inputs") or {}).get("pretrain", {}).get("key")
+        pre = ctx.lookup(key=pre_key) if pre_key else None
+        if other is None or pre is None:
+            continue
+        out[name] = {"metrics": str(pre.path / "metrics.jsonl"),
+                     "href": os.path.relpath(other.path / "index.html", ctx.published_path)}
+    return out
+
+
 @stage("report", version=2, kind="model", inputs=_inputs, heavy=True, entry="index.html")
 def report(ctx: Context) -> None:
     """Render the HTML report (curves, evals base vs aligned, CAI stats, diff vs previous build)."""
@@ -76,8 +103,10 @@ def report(ctx: Context) -> None:
         except ValueError:
             ctx.log(f"warning: {hist_path} is unreadable; comparing with nothing")
     previous = next((b for b in reversed(history) if b.get("key") != ctx.key), None)
-    summary = render_report(ctx.out, metrics, evals, cai, previous, specs={m["node"]: m["spec"] for m in ctx.upstream_manifests() if m.get("spec")},
-                            title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key)
+    variants = sibling_variants(ctx, hist_path.parent.parent, hist_path.parent.name.rpartition("-")[2])
+    summary = render_report(ctx.out, metrics, evals, cai, previous,
+                            specs={m["node"]: m["spec"] for m in ctx.upstream_manifests() if m.get("spec")},
+                            title=f"genesis-build report: model:{ctx.spec_name}", key=ctx.key, variants=variants)
     import time
 
     history = [b for b in history if b.get("key") != ctx.key] + [{**summary, "created": time.time()}]

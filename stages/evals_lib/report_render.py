@@ -316,11 +316,43 @@ th{background:#f5f5f5} td.num{text-align:right;font-variant-numeric:tabular-nums
 """
 
 
+def _variants_section(out_dir: Path, title: str, runs: dict[str, list[dict[str, Any]]],
+                      variants: dict[str, dict[str, Any]], pngs: list[str]) -> str:
+    """Loss curves of this build and the other variants of its model together, and links to them."""
+    if not variants:
+        return ""
+    own = title.rsplit(":", 1)[-1].strip()  # "genesis-build report: model:tiny@lr=0.001" → "tiny@lr=0.001"
+    curves: dict[str, list[dict[str, Any]]] = {}
+    if runs:
+        curves[f"{own} (this report)"] = next(iter(runs.values()))
+    rows = []
+    for name in sorted(variants):
+        v = variants[name]
+        path = Path(v["metrics"]) if v.get("metrics") else None
+        recs = read_metrics(path) if path is not None and path.is_file() else []
+        if recs:
+            curves[name] = recs
+        finals = {f: (series(recs, f)[1] or [None])[-1] for f in ("loss", "val_loss")}
+        link = f"<a href='{_e(v['href'])}'>{_e(name)}</a>" if v.get("href") else _e(name)
+        rows.append(f"<tr><td>{link}</td><td class='num'>{_fmt(finals['loss'])}</td>"
+                    f"<td class='num'>{_fmt(finals['val_loss'])}</td></tr>")
+    img = ""
+    if len(curves) > 1 and _plot(out_dir / "variants.png", "Loss of the variants of this model", ("loss", "val_loss"), curves):
+        pngs.append("variants.png")
+        img = "<div class='plots'><img src='variants.png' alt='variants.png'></div>"
+    return (f"<h2>Variants of this model</h2>{img}<table><tr><th>variant</th><th>final loss</th><th>final val loss</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def render_report(out_dir: Path, metrics_jsonl_paths: dict[str, Path] | list[Path], eval_results: dict[str, dict[str, Any]],
                   cai_stats: dict[str, dict[str, Any]] | None, previous: dict[str, Any] | None, *,
                   specs: dict[str, dict[str, Any]] | None = None, title: str = "genesis-build report",
-                  key: str | None = None) -> dict[str, Any]:
+                  key: str | None = None, variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``index.html``, the PNG curves and ``summary.json`` into ``out_dir``; return the summary.
+
+    ``variants``: other builds of the same model (``--set``/``--sweep`` variants and the base), as
+    ``{name: {"metrics": metrics.jsonl path, "href": link to its report or None}}``; this build's
+    own curve is drawn with theirs in ``variants.png`` and each gets a row with its final losses.
 
     ``metrics_jsonl_paths``: ``{label: path}`` (or a list, labelled by file stem) of trainer logs;
     ``eval_results``: ``{variant: results.json dict}``; ``cai_stats``: ``{node: manifest stats}``;
@@ -343,10 +375,12 @@ def render_report(out_dir: Path, metrics_jsonl_paths: dict[str, Path] | list[Pat
                 training[f"{prefix}final_{f}"] = ys[-1]
                 training[f"{prefix}steps"] = max(training.get(f"{prefix}steps", 0), xs[-1])
         training[f"{prefix}resumes"] = len(resume_steps(recs))
+    variants_html = _variants_section(out_dir, title, runs, variants or {}, pngs)
     # no wall-clock time in the outputs: the same inputs must give the same bytes (the build time is in
     # the object's manifest; report.py stamps its history entry with it for the "compared with" line)
     summary = {"title": title, "key": key, "metrics": eval_metrics(eval_results),
-               "specs": specs or {}, "training": training, "cai": cai_stats or {}, "plots": pngs}
+               "specs": specs or {}, "training": training, "cai": cai_stats or {}, "plots": pngs,
+               "variants": sorted(variants or {})}
     resumes = {label: resume_steps(recs) for label, recs in runs.items()}
     resume_note = "; ".join(f"{_e(k)}: resumed at step {', '.join(map(str, v))}" for k, v in resumes.items() if v)
     plots = ("".join(f"<img src='{_e(p)}' alt='{_e(p)}'>" for p in pngs) if pngs
@@ -358,6 +392,7 @@ def render_report(out_dir: Path, metrics_jsonl_paths: dict[str, Path] | list[Pat
 <div class="plots">{plots}</div>
 <p class="muted">{resume_note or 'No resume in these runs.'}</p>
 {('<table>' + ''.join(f'<tr><td>{_e(k)}</td><td class="num">{_fmt(v)}</td></tr>' for k, v in training.items()) + '</table>') if training else ''}
+{variants_html}
 <h2>Evals: base vs aligned</h2>
 {_eval_table(eval_results or {})}
 <h2>Constitutional AI data</h2>

@@ -114,6 +114,18 @@ def test_eval_and_report_through_the_engine(tmp_path: Path, eval_lm: Path, yes_l
     assert "Compared with the build of" in html
     assert "eval-data:t/harmbench" in html and "<code>evals.harmbench.decoding.max_new_tokens</code></td><td>6</td><td>5</td>" in html
 
+    # a --set variant (issue 18): its report links the base model's report and plots both loss curves
+    r = ws.cli("report:t", "--set", "evals.harmbench.decoding.max_new_tokens=4")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    links = [e for e in os.listdir(ws.root / "out") if e.startswith("report:t@")]
+    assert links == ["report:t@evals.harmbench.decoding.max_new_tokens=4"], links
+    vdir = (ws.root / "out" / links[0]).resolve()
+    html = (vdir / "index.html").read_text()
+    assert "model:t@evals.harmbench.decoding.max_new_tokens=4" in html and "Variants of this model" in html
+    href = html.split("<h2>Variants of this model</h2>", 1)[1].split("<a href='", 1)[1].split("'", 1)[0]
+    assert (vdir / href).resolve() == (ws.root / "out" / "report:t" / "index.html").resolve()
+    assert (vdir / "variants.png").is_file()
+
     # a data file path (the shared XSTest file beside the repository): its content is part of the key;
     # a missing file is a one-line error
     ws.write_evals(hb_tokens=5, xstest_path=f'path = "{SHARED_EVALS / "xstest/xstest_prompts.csv"}"')

@@ -147,3 +147,51 @@ def test_report_renders_in_a_headless_browser(tmp_path: Path) -> None:
     assert img.shape[0] >= 1000 and img.shape[1] >= 1000
     # the page is not blank: plots and tables put plenty of non-white pixels on it
     assert (img[..., :3].mean(axis=-1) < 0.9).mean() > 0.02
+
+
+def test_variants_section_plots_and_links_the_other_variants(tmp_path: Path) -> None:
+    own = write_metrics(tmp_path / "own.jsonl")
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(json.dumps({"step": s, "loss": 9.0 / s, **({"val_loss": 8.0} if s == 30 else {})})
+                               for s in range(1, 31)) + "\n")
+    out = tmp_path / "report"
+    summary = render_report(out, {"pretrain": own}, {}, None, None, title="genesis-build report: model:tiny@training.lr=0.001",
+                            variants={"tiny": {"metrics": str(other), "href": "../../ab/abcd/data/index.html"},
+                                      "tiny@training.lr=0.01": {"metrics": str(tmp_path / "gone.jsonl"), "href": None}})
+    html = (out / "index.html").read_text()
+    assert "variants.png" in summary["plots"] and (out / "variants.png").stat().st_size > 1000
+    assert summary["variants"] == ["tiny", "tiny@training.lr=0.01"]
+    assert "<h2>Variants of this model</h2>" in html
+    assert "<a href='../../ab/abcd/data/index.html'>tiny</a>" in html
+    assert "<td class='num'>0.3000</td><td class='num'>8.0000</td>" in html  # tiny's final loss 9/30 and val loss
+    assert "tiny@training.lr=0.01</td>" in html  # listed without curve or link when its files are gone
+    alone = render_report(tmp_path / "alone", {"pretrain": own}, {}, None, None)
+    assert "variants.png" not in alone["plots"] and "Variants of this model" not in (tmp_path / "alone" / "index.html").read_text()
+
+
+def test_sibling_variants_are_found_from_report_histories(tmp_path: Path) -> None:
+    from genesis_build.cache import Cache
+    from stages.report import sibling_variants
+
+    cache = Cache(tmp_path / "cache")
+    hist = tmp_path / "cache" / "samples" / "report"
+
+    def report_obj(key: str, pre: str) -> None:
+        cache.data_dir(pre).mkdir(parents=True)
+        (cache.data_dir(pre) / "metrics.jsonl").write_text("{}\n")
+        (cache.object_dir(pre) / "manifest.json").write_text(json.dumps({"key": pre}))
+        cache.data_dir(key).mkdir(parents=True)
+        (cache.object_dir(key) / "manifest.json").write_text(json.dumps({"key": key, "inputs": {"pretrain": {"key": pre}}}))
+
+    for name, key, pre, ws in (("tiny", "aa11", "bb11", "ws1"), ("tiny@lr=0.01", "aa22", "bb22", "ws1"),
+                               ("tiny@lr=0.1", "aa33", "bb33", "ws2"), ("small@lr=0.01", "aa44", "bb44", "ws1"),
+                               ("tiny@lr=0.5", "aa55", "bb55", "ws1")):
+        if name != "tiny@lr=0.5":  # its object was gc'd: history left, object gone
+            report_obj(key, pre)
+        (hist / f"{name}-{ws}").mkdir(parents=True)
+        (hist / f"{name}-{ws}" / "previous.json").write_text(json.dumps({"builds": [{"key": "old"}, {"key": key}]}))
+    found = sibling_variants(cache.root, hist, "ws1", "tiny@lr=0.001", "ff99")
+    assert sorted(found) == ["tiny", "tiny@lr=0.01"]  # same base name, this workspace, still cached
+    assert found["tiny@lr=0.01"]["metrics"] == str(cache.data_dir("bb22") / "metrics.jsonl")
+    assert found["tiny"]["href"] == "../../../aa/aa11/data/index.html"
+    assert sorted(sibling_variants(cache.root, hist, "ws1", "tiny", "ff99")) == ["tiny@lr=0.01"]
