@@ -13,8 +13,8 @@ curves), ``train_state.json``.
 The output is deterministic: the same key trained again on the same layout gives the same bytes, so a
 ``--force`` rebuild that reproduces the weights leaves every dependent cached (early cutoff). Run
 metadata stays out of it: timings, throughput, MFU, sessions and resume events are in the run
-directory's ``metrics.jsonl`` and ``tb/`` (TensorBoard) and in the manifest's stats; DCP's per-save
-uuid is dropped from the published ``checkpoint/.metadata``.
+directory's ``metrics.jsonl`` and ``tb/`` (TensorBoard) and in the manifest's stats; checkpoints are
+saved without DCP's run path and per-save uuid (``stages.training.checkpoint.reproducible_writer``).
 
 Multi-node (parallel spec ``nnodes = 2``, ``rdzv_endpoint = "node0:29500"``): only node 0 builds —
 ``genesis-build pretrain:1b`` there locks the key and the run dir, writes ``job.json``, serves its path
@@ -134,6 +134,7 @@ def pretrain(ctx: Context) -> None:
     from stages.training.config import TrainJob
     from stages.training.data import load_meta
     from stages.training.launch import run_torchrun
+    from stages.training.metrics import publish_curves
     from stages.training.model import llama_config
 
     spec: ModelSpec = ctx.spec
@@ -180,7 +181,6 @@ def pretrain(ctx: Context) -> None:
     # A copy, not a hard link: a damaged cache object must not share its bytes with the run dir the
     # rebuild resumes from (copy_file_range reflinks where the filesystem can).
     shutil.copytree(final, ctx.out / "checkpoint", copy_function=shutil.copyfile)
-    strip_dcp_run_id(ctx.out / "checkpoint" / ".metadata")
     shutil.copyfile(final / "train_state.json", ctx.out / "train_state.json")
     publish_curves(run / "metrics.jsonl", ctx.out / "metrics.jsonl")
     llama_config(spec.architecture, int(meta["vocab_size"]), **special).to_json_file(str(ctx.out / "config.json"))
@@ -197,42 +197,3 @@ def pretrain(ctx: Context) -> None:
               "source": layout_source}
     ctx.stats(**{k: result.get(k) for k in keys if k != "layout"}, layout=layout, total_steps=result["step"],
               tokens=result["step"] * spec.training.global_batch_tokens, run_dir=str(run))
-
-
-# what a published metrics.jsonl record keeps: the math of the trajectory, nothing about the run
-CURVE_FIELDS = ("kind", "step", "loss", "grad_norm", "lr", "val_loss")
-
-
-def publish_curves(src: Path, dst: Path) -> None:
-    """The deterministic part of the run's ``metrics.jsonl``: train/eval curves, one record per step.
-
-    Timings, throughput, MFU, session numbers and start/resume events describe the run, not the model;
-    they would make two identical trainings publish different bytes, so they stay in the run dir.
-    """
-    from stages.training.metrics import read_metrics
-
-    by_key: dict[tuple[str, int], dict[str, Any]] = {}
-    for r in read_metrics(src):
-        if r.get("kind") in ("train", "eval") and isinstance(r.get("step"), int):
-            by_key[(r["kind"], r["step"])] = {k: r[k] for k in CURVE_FIELDS if k in r}
-    with open(dst, "w") as f:
-        for k in sorted(by_key, key=lambda k: (k[1], k[0] != "eval")):
-            f.write(json.dumps(by_key[k]) + "\n")
-
-
-def strip_dcp_run_id(metadata: Path) -> None:
-    """Drop ``storage_meta`` (checkpoint path + a random save uuid) from a copied DCP ``.metadata``.
-
-    DCP writes a fresh uuid into every save's metadata; readers do not need it (they fill in an
-    empty one), and without it the same weights give the same bytes. The file is our own run's DCP
-    metadata (the one pickle this tool trusts, see the README's trust model).
-    """
-    import pickle
-
-    with open(metadata, "rb") as f:
-        md = pickle.load(f)  # noqa: S301 — our own run's DCP metadata
-    md.storage_meta = None
-    tmp = metadata.with_name(".metadata.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(md, f)
-    tmp.replace(metadata)

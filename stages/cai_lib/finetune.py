@@ -55,6 +55,7 @@ def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any],
     """Train ``task`` on ``rows`` from ``init_checkpoint``; publish outputs into ``ctx.out``."""
     from stages.training.config import TrainJob
     from stages.training.launch import run_torchrun
+    from stages.training.metrics import publish_curves
 
     spec = ctx.spec
     if ctx.run_dir is None:
@@ -91,30 +92,11 @@ def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any],
         raise GenesisError(f"{ctx.node}: the final checkpoint {final} is missing")
     shutil.copytree(final, ctx.out / "checkpoint")
     if (run / "train" / "metrics.jsonl").is_file():
-        reproducible_metrics(run / "train" / "metrics.jsonl", ctx.out / "metrics.jsonl")
+        publish_curves(run / "train" / "metrics.jsonl", ctx.out / "metrics.jsonl")
     (ctx.out / "train_state.json").write_text((final / "train_state.json").read_text())
     dcp_to_hf(final, spec.architecture, vocab, special, base_dir, ctx.out / "hf")
     ctx.stats(**{k: result.get(k) for k in ("final_loss", "steps_run", "resumed_from", "world_size", "tokens_per_s")})
     return result
-
-
-# measurements of this run, not results of the inputs: left out of the published metrics.jsonl (the log
-# and the manifest's stats keep them)
-VOLATILE = ("time", "session", "tokens_per_s", "mfu", "step_time_s")
-
-
-def reproducible_metrics(src: Path, dst: Path) -> None:
-    """Publish the trainer's train/eval records without timings or session numbers, so the same
-    inputs give the same bytes (whether or not the run was interrupted and resumed)."""
-    out = []
-    for line in src.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue  # a torn last line of a killed run
-        if rec.get("kind") in ("train", "eval"):
-            out.append(json.dumps({k: v for k, v in rec.items() if k not in VOLATILE}))
-    dst.write_text("".join(line + "\n" for line in out))
 
 
 def dcp_to_hf(checkpoint: Path, arch: Any, vocab: int, special: dict[str, Any], base_dir: Path, out: Path,

@@ -151,3 +151,24 @@ class ResumeMonitor:
 def eta_seconds(done: int, total: int, seconds_per_step: float) -> float:
     """Remaining wall time at the current pace."""
     return max(0, total - done) * seconds_per_step
+
+
+# what a published metrics.jsonl record keeps: the math of the trajectory, nothing about the run
+CURVE_FIELDS = ("kind", "step", "loss", "grad_norm", "lr", "val_loss")
+
+
+def publish_curves(src: Path, dst: Path) -> None:
+    """The deterministic part of the run's ``metrics.jsonl``, as a stage publishes it: the train/eval
+    curves, one record per (kind, step).
+
+    Timings, throughput, MFU, session numbers and start/resume events describe the run, not the model;
+    they would make two identical trainings (one of them killed and resumed, say) publish different
+    bytes, so they stay in the run dir, the log and the manifest's stats.
+    """
+    by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for r in read_metrics(src):
+        if r.get("kind") in ("train", "eval") and isinstance(r.get("step"), int):
+            by_key[(r["kind"], r["step"])] = {k: r[k] for k in CURVE_FIELDS if k in r}
+    with open(dst, "w") as f:
+        for k in sorted(by_key, key=lambda k: (k[1], k[0] != "eval")):
+            f.write(json.dumps(by_key[k]) + "\n")
