@@ -171,6 +171,7 @@ def test_variants_section_plots_and_links_the_other_variants(tmp_path: Path) -> 
 
 def test_sibling_variants_are_found_from_report_histories(tmp_path: Path) -> None:
     from genesis_build.cache import Cache
+    from genesis_build.stage import Context
     from stages.report import sibling_variants
 
     cache = Cache(tmp_path / "cache")
@@ -190,8 +191,12 @@ def test_sibling_variants_are_found_from_report_histories(tmp_path: Path) -> Non
             report_obj(key, pre)
         (hist / f"{name}-{ws}").mkdir(parents=True)
         (hist / f"{name}-{ws}" / "previous.json").write_text(json.dumps({"builds": [{"key": "old"}, {"key": key}]}))
-    found = sibling_variants(cache.root, hist, "ws1", "tiny@lr=0.001", "ff99")
+    def ctx(spec_name: str) -> Context:
+        return Context(node=f"report:{spec_name}", stage="report", spec=None, spec_name=spec_name, part=None,
+                       out=tmp_path / "out", inputs={}, files=[], workspace=tmp_path, cache_root=cache.root, key="ff99")
+
+    found = sibling_variants(ctx("tiny@lr=0.001"), hist, "ws1")
     assert sorted(found) == ["tiny", "tiny@lr=0.01"]  # same base name, this workspace, still cached
     assert found["tiny@lr=0.01"]["metrics"] == str(cache.data_dir("bb22") / "metrics.jsonl")
     assert found["tiny"]["href"] == "../../../aa/aa11/data/index.html"
-    assert sorted(sibling_variants(cache.root, hist, "ws1", "tiny", "ff99")) == ["tiny@lr=0.01"]
+    assert sorted(sibling_variants(ctx("tiny"), hist, "ws1")) == ["tiny@lr=0.01"]
