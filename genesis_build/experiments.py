@@ -614,12 +614,6 @@ def record(engine: Any, variant: Variant, results: list[Any]) -> None:
 
 def read_log(ws: Any) -> list[dict[str, Any]]:
     """Every logged variant build (bad lines skipped)."""
-    path = log_path(ws)
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+    from .stage import read_json_lines
+
+    return read_json_lines(log_path(ws))

@@ -338,7 +338,7 @@ def _fields_at(model_cls: Any, loc: tuple[Any, ...]) -> list[str]:
         if part not in fields:
             return []
         ann = fields[part].annotation
-        cur = _model_in(ann, typing)
+        cur = model_in(ann, typing)
         if cur is None:
             return []
     names = list(getattr(cur, "model_fields", {}).keys())
@@ -346,11 +346,12 @@ def _fields_at(model_cls: Any, loc: tuple[Any, ...]) -> list[str]:
     return names + aliases
 
 
-def _model_in(ann: Any, typing: Any) -> Any:
+def model_in(ann: Any, typing: Any) -> Any:
+    """The pydantic model inside an annotation (``Foo | None``, ``list[Foo]``), if any."""
     if hasattr(ann, "model_fields"):
         return ann
     for arg in typing.get_args(ann):
-        found = _model_in(arg, typing)
+        found = model_in(arg, typing)
         if found is not None:
             return found
     return None

@@ -275,6 +275,8 @@ def _field_problem(model: Any, path: str) -> str | None:
     below a field that is not a pydantic model, e.g. a dict, a list index or ``Any``)."""
     import typing
 
+    from .specs import model_in
+
     cur = model
     walked: list[str] = []
     for part in path.split("."):
@@ -289,20 +291,9 @@ def _field_problem(model: Any, path: str) -> str | None:
             where = ".".join(walked) or cur.__name__
             return f"no field '{part}' in {where}{did_you_mean(part, list(names))}"
         walked.append(part)
-        cur = _model_in(names[part].annotation, typing)
+        cur = model_in(names[part].annotation, typing)
         if cur is None:
             return None
-    return None
-
-
-def _model_in(ann: Any, typing: Any) -> Any:
-    """The pydantic model inside an annotation (``Foo | None``, ``list[Foo]``), if any."""
-    if hasattr(ann, "model_fields"):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _model_in(arg, typing)
-        if found is not None:
-            return found
     return None
 
 
@@ -482,6 +473,19 @@ def lookup_object(workspace: Path, cache_root: Path, node: str | None = None, *,
     if manifest is None:
         return None
     return InputRef(manifest.get("node", node or ""), cache.data_dir(key), manifest)
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of an append-only JSON-lines file (metrics, logs); a line that does not parse — the
+    torn last line of a killed writer — is skipped. Missing file: no records."""
+    out = []
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
 
 
 def node_id(stage_name: str, spec_name: str, part: str | None = None) -> str:

@@ -1,22 +1,11 @@
 """Evals: the ``evals`` spec kind (``specs/evals/<name>.toml``); its two stages are in ``eval_data.py``
 and ``eval.py``.
 
-``eval-data:<evals>/<suite>`` (kind ``evals``, one node per suite in ``specs/evals/<evals>.toml``)
-loads and normalises that suite's items — from ``path`` (its content is in the key), a dataset id,
-or the built-in set — and writes ``items.jsonl`` + ``suite.json`` (config, runtime, source). It is
-model-independent: every model evaluated with the same suite shares it, and a bad file fails here,
-before any model is loaded.
-
-``eval:<model>/<variant>`` (kind ``model``; ``base`` = ``export:<model>``, plus ``aligned`` =
-``export-aligned:<model>`` when the model has a constitution) runs every suite of the model spec's
-``evals`` reference on that model and writes ``results.json`` (lm-eval-like) and
-``samples/<suite>.jsonl``. Its key is made of its inputs only: the model's output digest and each
-``eval-data`` node's output digest (which carries the suite's config). Each suite's results are
-also cached per (model digest, suite data digest) under ``cache/samples/evals/``, so editing one
-suite re-runs only that suite::
+``eval-data:<evals>/<suite>`` loads one suite's items (model-independent, shared by every model
+evaluated with that suite); ``eval:<model>/<variant>`` runs every suite on the base or aligned
+export. Their docstrings say what each reads and writes::
 
     genesis-build eval:tiny                 # base and aligned
-    genesis-build eval:tiny/base
     genesis-build evals:tiny                # just the data nodes (the kind's default stage)
 """
 

@@ -83,14 +83,9 @@ class MetricsLog:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Records of a metrics.jsonl (a torn last line from a kill is skipped)."""
-    out = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
+    from genesis_build.stage import read_json_lines
+
+    return read_json_lines(path)
 
 
 class Progress:

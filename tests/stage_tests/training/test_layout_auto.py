@@ -19,24 +19,11 @@ from stages.training import layout as lay
 
 ROOT = t.ROOT
 
-MODEL = """tokenizer = "tokenizer:tiny"
-parallel = "parallel:auto-cpu"
-
-[architecture]
-hidden_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
-ffn_size = 128
-context_length = 32
-dtype = "float32"
-
-[training]
-global_batch_tokens = 256
+MODEL = t.mini_model("tokenizer:tiny", "parallel:auto-cpu", """global_batch_tokens = 256
 steps = 100
 lr = 3e-3
 warmup_steps = 10
-"""
+""")
 
 
 def _spec(**arch: int) -> ModelSpec:

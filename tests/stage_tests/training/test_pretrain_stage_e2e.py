@@ -53,20 +53,7 @@ def tokenize(ctx):
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>").save_pretrained(str(ctx.out / "tokenizer"))
 '''
 
-MODEL = """tokenizer = "tokenizer:mini"
-parallel = "parallel:cpu-2"
-
-[architecture]
-hidden_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
-ffn_size = 128
-context_length = 32
-dtype = "float32"
-
-[training]
-global_batch_tokens = {gbt}
+MODEL = t.mini_model("tokenizer:mini", "parallel:cpu-2", """global_batch_tokens = {gbt}
 steps = {steps}
 lr = 3e-3
 warmup_steps = 2
@@ -74,7 +61,7 @@ decay_fraction = 0.25
 min_lr_ratio = 0.1
 eval_every = 4
 checkpoint_every = {every}
-"""
+""")
 
 
 class WS:

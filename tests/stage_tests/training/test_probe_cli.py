@@ -30,24 +30,11 @@ micro_batch_size = 2
 OMP_NUM_THREADS = "1"
 """
 
-MODEL = """tokenizer = "tokenizer:tiny"
-parallel = "parallel:probe-cpu"
-
-[architecture]
-hidden_size = 64
-num_layers = 2
-num_heads = 4
-num_kv_heads = 2
-ffn_size = 128
-context_length = 32
-dtype = "float32"
-
-[training]
-global_batch_tokens = 256
+MODEL = t.mini_model("tokenizer:tiny", "parallel:probe-cpu", """global_batch_tokens = 256
 steps = 100
 lr = 3e-3
 warmup_steps = 10
-"""
+""")
 
 
 def cli(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -179,3 +179,20 @@ def read_dcp(ckpt: Path) -> dict[str, Any]:
 
     flat, _ = flatten_state_dict(sd)
     return {k: v for k, v in flat.items() if isinstance(v, torch.Tensor)}
+
+
+# the pretraining tests' model: a ~0.1M-parameter Llama, context 32, trained in seconds on CPU
+MINI_ARCHITECTURE = """[architecture]
+hidden_size = 64
+num_layers = 2
+num_heads = 4
+num_kv_heads = 2
+ffn_size = 128
+context_length = 32
+dtype = "float32"
+"""
+
+
+def mini_model(tokenizer: str, parallel: str, training: str) -> str:
+    """A model spec (TOML) with ``MINI_ARCHITECTURE`` and the given ``[training]`` body."""
+    return f'tokenizer = "{tokenizer}"\nparallel = "{parallel}"\n\n{MINI_ARCHITECTURE}\n[training]\n{training}'
