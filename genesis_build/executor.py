@@ -12,7 +12,6 @@ import errno
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -475,11 +474,12 @@ class Engine:
             if node.stage.resumable:
                 with self.cache.lock(f"run-{traj_key}", node.id, on_wait=(lambda i: ui.waiting(node.id, i)) if ui else None):
                     if fresh and run_dir is not None and any(run_dir.iterdir()):
-                        # --force means a new trajectory, not a resume of the finished one: empty the run dir
-                        for p in list(run_dir.iterdir()):
-                            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                        # --force means a new trajectory, not a resume of the finished one. The stage empties
+                        # its run dir itself: only it knows whether something else still writes there (a
+                        # SLURM job of an earlier build)
+                        payload["options"] = {**payload["options"], "fresh_run": True}
                         if ui and hasattr(ui, "note"):
-                            ui.note(f"{node.id}: --force: fresh run from step 0 (run directory {run_dir.name[:12]} cleared)")
+                            ui.note(f"{node.id}: --force: fresh run from step 0 (run directory {run_dir.name[:12]})")
                     peak = self._execute(node, payload, log_path, ui)
             else:
                 peak = self._execute(node, payload, log_path, ui)

@@ -176,17 +176,6 @@ class Remote:
             raise
 
 
-def transfer(remote: Remote, cache: Any, keys: Iterable[str], action: str) -> int:
-    """``cache push|pull``: push each of ``keys`` the local cache has, or pull each one it lacks and the
-    remote has; returns how many objects moved."""
-    n = 0
-    for key in keys:
-        if action == "push" and cache.has(key):
-            n += remote.push(key)
-        elif action == "pull" and not cache.has(key) and remote.has(key):
-            n += bool(remote.pull(key))
-    return n
-
     # ---- verification
     def keys(self) -> list[str]:
         """Keys of every remote object that has a manifest file."""
@@ -220,6 +209,18 @@ def transfer(remote: Remote, cache: Any, keys: Iterable[str], action: str) -> in
         self._manifests.pop(key, None)
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(obj, recursive=True)
+
+
+def transfer(remote: Remote, cache: Any, keys: Iterable[str], action: str) -> int:
+    """``cache push|pull``: push each of ``keys`` the local cache has, or pull each one it lacks and the
+    remote has; returns how many objects moved."""
+    n = 0
+    for key in keys:
+        if action == "push" and cache.has(key):
+            n += remote.push(key)
+        elif action == "pull" and not cache.has(key) and remote.has(key):
+            n += bool(remote.pull(key))
+    return n
 
 
 def verify_remote(remote: Remote, repair: bool, report: Callable[[str, str, list[str], str], None]) -> tuple[int, int]:

@@ -133,7 +133,7 @@ def pretrain(ctx: Context) -> None:
     """Pretrain the model with FSDP2 on torchrun ranks (resumable; DCP checkpoints in the run dir)."""
     from stages.training.config import TrainJob
     from stages.training.data import load_meta
-    from stages.training.launch import run_torchrun
+    from stages.training.launch import run_torchrun, start_fresh
     from stages.training.metrics import publish_curves
     from stages.training.model import llama_config
 
@@ -145,6 +145,8 @@ def pretrain(ctx: Context) -> None:
     meta = load_meta(tokens)
     parallel, layout_source = concrete_parallel(spec, ctx.resolve(spec.parallel), int(meta["vocab_size"]), ctx.workspace)
     check_batch(spec, parallel, ref_name(spec.parallel))
+    if ctx.options.get("fresh_run"):
+        start_fresh(run, parallel)
     special = {"bos_id": meta.get("bos_id"), "eos_id": meta.get("eos_id"), "pad_id": meta.get("pad_id")}
     reset = bool(ctx.options.get("reset_optimizer"))
     progress = run / "progress.jsonl"

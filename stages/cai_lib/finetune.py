@@ -54,19 +54,22 @@ def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any],
                  init_checkpoint: Path, base_dir: Path, desc: str) -> dict[str, Any]:
     """Train ``task`` on ``rows`` from ``init_checkpoint``; publish outputs into ``ctx.out``."""
     from stages.training.config import TrainJob
-    from stages.training.launch import run_torchrun
+    from stages.training.launch import run_torchrun, start_fresh
+    from stages.training.layout import finetune_parallel
     from stages.training.metrics import publish_curves
 
     spec = ctx.spec
     if ctx.run_dir is None:
         raise GenesisError(f"{ctx.node}: the stage must be resumable (no run dir)")
     run = Path(ctx.run_dir)
+    parallel = finetune_parallel(ctx.resolve(spec.parallel), recipe.batch_size)
+    if ctx.options.get("fresh_run"):
+        start_fresh(run, parallel)
     data_dir = run / "data"
     tmp = data_dir / "train.jsonl.tmp"
     write_jsonl(tmp, rows)  # identical for the same key, so a resumed run sees the same data
     tmp.replace(data_dir / "train.jsonl")
     vocab, special = model_ids(base_dir)
-    parallel = ctx.resolve(spec.parallel)
     job = TrainJob(architecture=spec.architecture, training=training_section(recipe), parallel=parallel,
                    data_dir=str(data_dir), run_dir=str(run / "train"), vocab_size=vocab, special_ids=special,
                    task=task, task_options=task_options, init_checkpoint=str(find_dcp(init_checkpoint)),

@@ -166,7 +166,9 @@ def check_recipe(spec: Any, section: str, resolve: Any) -> None:
     if recipe.max_len > spec.architecture.context_length:
         raise FieldError(f"{section}.max_len", f"{recipe.max_len} is longer than the model's context "
                                                f"({spec.architecture.context_length}); lower it")
-    parallel = resolve(spec.parallel)
+    from stages.training.layout import finetune_parallel
+
+    parallel = finetune_parallel(resolve(spec.parallel), recipe.batch_size)
     world, micro = parallel.world_size, parallel.micro_batch_size
     if recipe.batch_size % (world * micro):
         step = world * micro

@@ -159,6 +159,21 @@ def rank_env(parallel: Any) -> dict[str, str]:
     return env
 
 
+def start_fresh(run_dir: Path, parallel: Any) -> None:
+    """``--force`` on a resumable node (``ctx.options["fresh_run"]``): empty ``run_dir`` so training starts
+    a new trajectory at step 0 instead of resuming the finished one. Refused while a SLURM job of an
+    earlier build still trains there."""
+    import shutil
+
+    if parallel.launcher == "slurm":
+        from .slurm import JOB_ID_FILE, refuse_if_queued
+
+        for marker in sorted(Path(run_dir).rglob(JOB_ID_FILE)):
+            refuse_if_queued(marker.parent)
+    for p in list(Path(run_dir).iterdir()):
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
 def run_torchrun(job_path: Path, parallel: Any, progress_file: Path | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None,
                  module: str = "stages.training.train", stdout: Any = None,

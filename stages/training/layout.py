@@ -80,9 +80,20 @@ def candidates(spec: Any, n_cpus: int | None = None) -> list[Layout]:
 
 def default_layout(spec: Any, n_cpus: int | None = None) -> Layout:
     """Unmeasured choice: one rank with every core, the largest micro-batch ≤ 16 that divides the batch."""
-    seqs = sequences_per_step(spec)
-    micro = max(m for m in _divisors(seqs) if m <= DEFAULT_MAX_MICRO)
+    return layout_for_sequences(sequences_per_step(spec), n_cpus)
+
+
+def layout_for_sequences(sequences: int, n_cpus: int | None = None) -> Layout:
+    """One rank with every core, the largest micro-batch ≤ 16 that divides ``sequences`` per step."""
+    micro = max(m for m in _divisors(sequences) if m <= DEFAULT_MAX_MICRO)
     return Layout(1, n_cpus or cpus(), micro)
+
+
+def finetune_parallel(parallel: Any, batch_size: int) -> Any:
+    """The concrete parallel spec of a fine-tuning stage (SFT, DPO) that trains ``batch_size`` sequences a
+    step: as written when the layout is given; for ``layout = "auto"`` the unmeasured default (fine-tuning
+    runs are short and are not probed)."""
+    return apply(parallel, layout_for_sequences(batch_size)) if is_auto(parallel) else parallel
 
 
 def fingerprint(spec: Any, vocab: int | None) -> str:

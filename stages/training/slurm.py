@@ -118,6 +118,18 @@ def _still_queued(run_dir: Path) -> tuple[str, str] | None:
     return (job, state.lower()) if state else None
 
 
+def refuse_if_queued(run_dir: Path) -> None:
+    """A GenesisError when the job last submitted for ``run_dir`` is still pending or running: two jobs
+    must not train into one run directory (nor may a ``--force`` rebuild empty it under a running job)."""
+    from genesis_build.errors import GenesisError
+
+    previous = _still_queued(run_dir)
+    if previous:
+        raise GenesisError(f"SLURM job {previous[0]} of an earlier build of this run is still {previous[1]} (squeue); "
+                           f"two jobs must not train into {run_dir}: wait for it to end or `scancel {previous[0]}`, "
+                           f"then rerun")
+
+
 def run_sbatch(job_path: Path, parallel: Any, progress_file: Path | None = None,
                on_progress: Callable[[dict[str, Any]], None] | None = None,
                module: str = "stages.training.train", log: Callable[[str], None] | None = None,
@@ -137,11 +149,7 @@ def run_sbatch(job_path: Path, parallel: Any, progress_file: Path | None = None,
     if shutil.which("sbatch") is None:
         raise GenesisError(f"launcher = \"slurm\" but `sbatch` is not on PATH: run genesis-build on a SLURM login node "
                            f"(the job script is {script}), or use launcher = \"torchrun\"")
-    previous = _still_queued(run_dir)
-    if previous:
-        raise GenesisError(f"SLURM job {previous[0]} of an earlier build of this run is still {previous[1]} (squeue); "
-                           f"two jobs must not train into {run_dir}: wait for it to end or `scancel {previous[0]}`, "
-                           f"then rerun")
+    refuse_if_queued(run_dir)
     cmd = sbatch_command(script, run_dir)
     say(f"submitting {script}: {' '.join(shlex.quote(c) for c in cmd)}")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,

@@ -87,8 +87,11 @@ def test_too_many_principles_per_prompt_names_the_model_field(ws: CaiWorkspace, 
 
 @pytest.mark.parametrize("section", ["sft", "dpo"])
 def test_batch_the_ranks_cannot_split_fails_on_dry_run(ws: CaiWorkspace, tiny_lm: Path, section: str) -> None:
-    """Caught by the stage's check before anything runs, not when training starts after CAI."""
-    ws.write_model(_cai(str(tiny_lm)) + f"[{section}]\nbatch_size = 6\n")
+    """Caught by the stage's check before anything runs, not when training starts after CAI. (A parallel
+    spec with ``layout = "auto"`` picks a micro-batch that divides the batch: only a given layout can fail.)"""
+    (ws.root / "specs/parallel/two-ranks.toml").write_text('nproc_per_node = 2\nmicro_batch_size = 4\nbackend = "gloo"\n')
+    ws.write_model(_cai(str(tiny_lm)) + f"[{section}]\nbatch_size = 6\n",
+                   top='constitution = "constitution:genesis"\nprompts = "prompts:builtin"\nparallel = "parallel:two-ranks"\n')
     r = ws.cli("--dry-run", "model:caitest")
     out = r.stdout + r.stderr
     assert r.returncode == 2 and len(out.strip().splitlines()) == 1, out
