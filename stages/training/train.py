@@ -206,9 +206,11 @@ class Trainer:
         loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
         tok_acc = torch.zeros((), dtype=torch.float64, device=dev)
         last = len(micro) - 1
+        sharded = hasattr(self.model, "set_requires_gradient_sync")  # not at one rank (fsdp.shard_model)
         for i, b in enumerate(micro):
             b = {k: v.to(dev, non_blocking=True) for k, v in b.items()}
-            self.model.set_requires_gradient_sync(i == last)
+            if sharded:
+                self.model.set_requires_gradient_sync(i == last)
             loss_sum, n_tok = self.task.loss(self.model, b)
             (loss_sum * scale).backward()
             loss_acc += loss_sum.detach()
