@@ -34,7 +34,7 @@ from noop_vs_dvc import run, write_dvc_project, write_genesis_workspace  # noqa:
 FAN_STAGES = '''
 from pathlib import Path
 from pydantic import BaseModel, ConfigDict
-from genesis_build.stage import Context, register_kind, spec_name, stage
+from genesis_build.stage import Context, register_kind, stage
 
 class FanSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,15 +42,15 @@ class FanSpec(BaseModel):
 
 register_kind("fan", FanSpec, default_stage="join")
 
-def _parts(s):
-    return [f"{i:05d}" for i in range(s.n)]
+def _parts(view):
+    return [f"{i:05d}" for i in range(view.spec.n)]
 
 @stage("leaf", version=1, kind="fan", fields=(), parts=_parts, files=lambda s, p: [f"data/f{p}.txt"])
 def leaf(ctx: Context) -> None:
     """Copy the node's one file."""
     (ctx.out / "copy.txt").write_bytes(ctx.files[0].read_bytes())
 
-@stage("join", version=1, kind="fan", fields=("n",), inputs=lambda s, p: {"leaf": f"leaf:{spec_name(s)}"})
+@stage("join", version=1, kind="fan", fields=("n",), inputs=lambda view, p: {"leaf": f"leaf:{view.name}"})
 def join(ctx: Context) -> None:
     """Count the leaves."""
     (ctx.out / "n.txt").write_text(str(len(ctx.inputs)))
