@@ -55,7 +55,27 @@ def _check(view: SpecView) -> None:
     check_cai(view.spec, view.resolve)
 
 
-@stage("cai-generate", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
+def _describe(view: SpecView) -> list[tuple[str, str]]:
+    """The roles' models, and (GPU parallel specs) an ESTIMATE of generation time: HF vs vLLM."""
+    from genesis_build.errors import GenesisError
+    from stages.cai_lib.estimate import cai_generation_rows
+    from stages.cai_lib.roles import resolve_role
+
+    spec = view.spec
+    gen = resolve_role(spec, spec.cai.generator)
+    rows = [("cai roles", f"generator {gen}, critic/reviser {resolve_role(spec, spec.cai.critic) or gen}, "
+                          f"feedback {resolve_role(spec, spec.cai.preferences.feedback)}, "
+                          f"policy {resolve_role(spec, spec.cai.preferences.policy)}")]
+    try:
+        parallel = view.resolve(spec.parallel)
+        vocab = getattr(view.resolve(spec.tokenizer), "vocab_size", None)
+    except GenesisError:
+        return rows
+    return rows + cai_generation_rows(spec, parallel, vocab if isinstance(vocab, int) else None)
+
+
+@stage("cai-generate", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check,
+       describe=_describe, heavy=True)
 def cai_generate(ctx: Context) -> None:
     """Generate critique/revision samples (cached per sample) and the SFT dataset."""
     from stages.cai_lib import critique

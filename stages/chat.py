@@ -69,11 +69,18 @@ def _check(view: SpecView) -> None:
 
 
 def _describe(view: SpecView) -> list[tuple[str, str]]:
+    import re
+
     spec: ChatSpec = view.spec
     mix = ", ".join(f"{s.name} ({s.type}{' ' + s.dataset + '@' + str(s.revision) if s.dataset else ''}) ×{s.weight:g}"
                     for s in spec.sources)
     v = spec.validation
-    return [("sources", mix), ("validation", f"{v.fraction:.2%} of conversations, at least {v.min_conversations}")]
+    rows = [("sources", mix), ("validation", f"{v.fraction:.2%} of conversations, at least {v.min_conversations}")]
+    # a branch or tag can move: only a commit sha pins what a cached build was made from
+    loose = [s.name for s in spec.sources if s.type == "hub" and not re.fullmatch(r"[0-9a-f]{40}", s.revision or "")]
+    if loose:
+        rows.append(("not pinned", f"{', '.join(loose)}: revision is a branch or tag, not a commit sha"))
+    return rows
 
 
 @stage("chat", version=1, kind="chat", select=_select, files=_files, check=_check, describe=_describe)
