@@ -7,15 +7,16 @@ or the built-in set — and writes ``items.jsonl`` + ``suite.json`` (config, run
 model-independent: every model evaluated with the same suite shares it, and a bad file fails here,
 before any model is loaded.
 
-``eval:<model>/<variant>`` (kind ``model``; ``base`` = ``export:<model>``, plus ``aligned`` =
-``export-aligned:<model>`` when the model has a constitution) runs every suite of the model spec's
+``eval:<model>/<variant>`` (kind ``model``; ``base`` = ``export:<model>``, ``instruct`` =
+``export-instruct:<model>`` with an ``[instruct]`` section, ``aligned`` = ``export-aligned:<model>``
+when the model has a constitution) runs every suite of the model spec's
 ``evals`` reference on that model and writes ``results.json`` (lm-eval-like) and
 ``samples/<suite>.jsonl``. Its key is made of its inputs only: the model's output digest and each
 ``eval-data`` node's output digest (which carries the suite's config). Each suite's results are
 also cached per (model digest, suite data digest) under ``cache/samples/evals/``, so editing one
 suite re-runs only that suite::
 
-    genesis-build eval:tiny                 # base and aligned
+    genesis-build eval:tiny                 # base, instruct and aligned
     genesis-build eval:tiny/base
     genesis-build evals:tiny                # just the data nodes (the kind's default stage)
 """

@@ -122,3 +122,32 @@ def test_changing_only_the_feedback_model_rejudges_without_resampling(prefs_setu
     again = run("instruct", "p3")  # back to the instruct judge: everything cached
     assert again["generated"] == 0
     assert (s["root"] / "p3/pairs.jsonl").read_bytes() == (s["root"] / "p1/pairs.jsonl").read_bytes()
+
+
+def test_separate_critic_writes_critiques_and_revisions(prefs_setup) -> None:
+    """cai-generate with the instruct model answering and the base model critiquing/revising: the
+    critic is recorded in each sample, and dropping the critic (the generator critiques itself)
+    generates every sample again — its identity is part of the key."""
+    from stages.cai_generate import cai_generate
+
+    s = prefs_setup
+
+    def run(critic: str | None, out: str) -> dict:
+        spec = _spec(instruct={"data": "chat:builtin", "steps": 4, "warmup_steps": 1},
+                     cai={"critic": critic, "num_prompts": 6, "decoding": {"max_new_tokens": 4},
+                          "runtime": {"batch_size": 6, "device": "cpu"}})
+        inputs = {"prompts": s["prompts"], "instruct": s["instruct"], **({"base": s["base"]} if critic else {})}
+        ctx = context(s["ws"], spec, "cai-generate", s["root"] / out, inputs)
+        cai_generate(ctx)
+        meta = json.loads((s["root"] / out / "meta.json").read_text())
+        samples = [json.loads(l) for l in (s["root"] / out / "samples.jsonl").read_text().splitlines()]
+        return {**ctx.recorded_stats, "meta": meta, "samples": samples}
+
+    split = run("base", "g1")
+    assert split["meta"]["roles"] == {"generator": "instruct", "critic": "base"}
+    assert split["generated"] == split["total"] == 6
+    assert all(x["critic"] == split["meta"]["critic"] != x["generator"] for x in split["samples"])
+    assert run("base", "g2")["generated"] == 0
+    alone = run(None, "g3")
+    assert alone["meta"]["roles"] == {"generator": "instruct", "critic": "instruct"} and alone["generated"] == 6
+    assert all("critic" not in x for x in alone["samples"])
