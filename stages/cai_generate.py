@@ -74,7 +74,7 @@ def _describe(view: SpecView) -> list[tuple[str, str]]:
     return rows + cai_generation_rows(spec, parallel, vocab if isinstance(vocab, int) else None)
 
 
-@stage("cai-generate", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check,
+@stage("cai-generate", version=2, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check,
        describe=_describe, heavy=True)
 def cai_generate(ctx: Context) -> None:
     """Generate critique/revision samples (cached per sample) and the SFT dataset."""

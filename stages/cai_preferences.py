@@ -50,7 +50,7 @@ def _check(view: SpecView) -> None:
     check_preferences(view.spec, view.resolve)
 
 
-@stage("cai-preferences", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
+@stage("cai-preferences", version=2, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
 def cai_preferences(ctx: Context) -> None:
     """Sample response pairs and judge them with AI feedback against the principles."""
     from stages.cai_lib import preferences as P
