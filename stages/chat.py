@@ -83,7 +83,8 @@ def _describe(view: SpecView) -> list[tuple[str, str]]:
     return rows
 
 
-@stage("chat", version=1, kind="chat", select=_select, files=_files, check=_check, describe=_describe)
+# heavy: a hub source may download and parse gigabytes; keep that out of the engine process
+@stage("chat", version=1, kind="chat", select=_select, files=_files, check=_check, describe=_describe, heavy=True)
 def chat(ctx: Context) -> None:
     """Read, check, filter, dedup and mix the conversation sources; split off validation."""
     from stages.cai_lib.io import write_json, write_jsonl
