@@ -49,11 +49,30 @@ def check_instruct(view: SpecView) -> None:
 
 
 def _describe(view: SpecView) -> list[tuple[str, str]]:
+    """The recipe, and an upper-bound ETA at the pretraining planner's throughput (every
+    conversation padded to max_len; real conversations are shorter)."""
     ins = view.spec.instruct
     if ins is None:
         return []
-    return [("instruct", f"{ins.data}: {ins.steps} steps × {ins.batch_size} conversations of ≤ {ins.max_len} tokens "
+    rows = [("instruct", f"{ins.data}: {ins.steps} steps × {ins.batch_size} conversations of ≤ {ins.max_len} tokens "
                          f"(lr {ins.lr:g}, {ins.schedule}); loss on assistant tokens only")]
+    try:
+        par = view.resolve(view.spec.parallel)
+        vocab = getattr(view.resolve(view.spec.tokenizer), "vocab_size", None)
+    except GenesisError:
+        return rows
+    from stages.cai_lib.estimate import duration
+    from stages.training.planner import flops_per_token, human
+
+    tokens = ins.steps * ins.batch_size * ins.max_len
+    world = par.nproc_per_node * par.nnodes
+    tok_s = par.tokens_per_second or (par.peak_tflops_per_device * 1e12 * world * par.mfu_guess
+                                      / flops_per_token(view.spec.architecture, vocab if isinstance(vocab, int) else 32000)
+                                      if par.peak_tflops_per_device else None)
+    if tok_s:
+        rows.append(("instruct ETA", f"≤ {duration(tokens / tok_s)} for ≤ {human(tokens)} tokens at {tok_s:,.0f} tokens/s "
+                                     "(the pretraining planner's throughput; padding to max_len counted)"))
+    return rows
 
 
 def encode_rows(tok: Any, rows: list[dict[str, Any]], max_len: int, too_long: str,

@@ -54,7 +54,8 @@ def generation_estimate(arch: Any, params: int, tokens: int, max_new: int, batch
     return {"hf_s": tokens / hf_rate, "vllm_s": tokens / v_rate, "hf_tok_s": hf_rate, "vllm_tok_s": v_rate}
 
 
-def _duration(s: float) -> str:
+def duration(s: float) -> str:
+    """Seconds as "42 s", "17 min" or "3.2 h"."""
     if s < 120:
         return f"{s:.0f} s"
     if s < 7200:
@@ -80,9 +81,9 @@ def cai_generation_rows(spec: Any, parallel: Any, vocab: int | None) -> list[tup
     return [
         ("cai generation", f"{samples} samples × {1 + 2 * cai.revision_rounds} calls × ≤ {cai.decoding.max_new_tokens} "
                            f"new tokens = ≤ {tokens / 1e6:.2f}M tokens"),
-        ("cai time (ESTIMATE)", f"HF generate, 1 GPU, batch {cai.runtime.batch_size}: ~{_duration(e['hf_s'])} "
+        ("cai time (ESTIMATE)", f"HF generate, 1 GPU, batch {cai.runtime.batch_size}: ~{duration(e['hf_s'])} "
                                 f"({e['hf_tok_s']:.0f} tok/s); vLLM endpoint, 1 GPU, {cai.runtime.concurrency} in flight: "
-                                f"~{_duration(e['vllm_s'])} ({e['vllm_tok_s']:.0f} tok/s) — bandwidth-roofline formula, "
+                                f"~{duration(e['vllm_s'])} ({e['vllm_tok_s']:.0f} tok/s) — bandwidth-roofline formula, "
                                 f"{bw:g} GB/s, every answer at max length, {PROMPT_TOKENS}-token prompts "
                                 "(stages/cai_lib/estimate.py)"),
     ]
