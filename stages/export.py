@@ -7,8 +7,8 @@ Output: ``model.safetensors`` (+ index when sharded), ``config.json``, ``generat
 the tokenizer files — loadable with ``AutoModelForCausalLM.from_pretrained`` /
 ``AutoTokenizer.from_pretrained``. Weights are saved in ``architecture.dtype``.
 
-The commands that use an exported model (``export:<model>``, ``export-instruct:<model>`` or ``export-aligned:<model>``) are
-registered here: ``genesis-build serve TARGET`` (OpenAI-compatible HTTP, :mod:`stages.serving`) and
+The commands that use an exported model (``export:<model>``, ``export-instruct:<model>`` or
+``export-aligned:<model>``) are registered here: ``genesis-build serve TARGET`` (OpenAI-compatible HTTP, :mod:`stages.serving`) and
 ``genesis-build chat TARGET`` (terminal chat).
 """
 
