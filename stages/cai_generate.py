@@ -119,7 +119,8 @@ def cai_generate(ctx: Context) -> None:
         per_principle[j.principle_id] = per_principle.get(j.principle_id, 0) + 1
     write_json(ctx.out / "meta.json", {
         "samples": n, "sft_rows": len(rows), "skipped_empty": skipped, "generator": gen.identity,
-        "critic": critic.identity if critic else gen.identity, "roles": {"generator": generator, "critic": critic_addr or generator},
+        "critic": critic.identity if critic else gen.identity,
+        "roles": {"generator": generator, "critic": critic_addr or generator},
         "system_prompt": constitution.system_prompt, "per_principle": per_principle,
     })
     summary = f"generated {generated} / {n} (cached {n - generated})"  # printed on the build line

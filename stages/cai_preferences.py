@@ -3,10 +3,11 @@
 Node ``cai-preferences:<model>``: the policy (``[cai.preferences] policy``, default the SFT model
 ``sft:<model>``) writes two responses per prompt; the feedback model (``feedback = "self"`` by
 default: the instruct model ``export-instruct:<model>`` when the spec has ``[instruct]``, else the
-pretrained base ``export:<model>``; roles in ``stages/cai_lib/roles.py``) scores which better satisfies each assigned principle via
-the log-probabilities of "(A)"/"(B)". Responses (keyed by the policy's identity) and
-judgments (keyed by the judge's identity) are cached per item under ``cache/samples/cai/``, so
-changing only the feedback model re-judges every pair without sampling a response again. Output: ``pairs.jsonl`` (prompt messages, chosen, rejected, margin,
+pretrained base ``export:<model>``; roles in ``stages/cai_lib/roles.py``) scores which better
+satisfies each assigned principle via the log-probabilities of "(A)"/"(B)". Responses (keyed by
+the policy's identity) and judgments (keyed by the judge's identity) are cached per item under
+``cache/samples/cai/``, so changing only the feedback model re-judges every pair without sampling a
+response again. Output: ``pairs.jsonl`` (prompt messages, chosen, rejected, margin,
 p_chosen, principle) and ``meta.json``::
 
     genesis-build cai-preferences:tiny
