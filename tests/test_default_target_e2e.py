@@ -200,8 +200,8 @@ def test_default_target_end_to_end_then_one_principle_edit(tmp_path: Path) -> No
     assert st["chat:e2e"]["state"] == "stale", st["chat:e2e"]
     after_chat = {"instruct:e2e", "export-instruct:e2e", "cai-generate:e2e", "sft:e2e", "cai-preferences:e2e", "dpo:e2e",
                   "export-aligned:e2e", "eval:e2e/instruct", "eval:e2e/aligned", "report:e2e"}
-    for nid in after_chat:
-        assert st[nid]["state"] == "stale", (nid, st[nid])
+    for nid in after_chat:  # stale, or waiting for a rebuilt input to know its key: both will run
+        assert st[nid]["state"] in ("stale", "waiting"), (nid, st[nid])
     assert "chat:e2e" in st["instruct:e2e"]["reason"], st["instruct:e2e"]
     for nid, rec in st.items():
         if _stage(nid) in UPSTREAM or nid == "eval:e2e/base" or _stage(nid) == "eval-data":
