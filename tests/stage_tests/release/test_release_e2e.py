@@ -118,7 +118,7 @@ def test_missing_suite_is_not_evaluated(ws: ReleaseWorkspace) -> None:
     assert {e.dataset_config for e in card.data.eval_results} == {"truthfulqa_mc1", "truthfulqa_mc2"}
     for suite in ("harmbench", "xstest", "engagement"):
         assert f"- **{suite}**: not evaluated." in card.text
-        assert f"| {suite} | — | — | not evaluated | not evaluated | — |" in card.text
+        assert f"| {suite} | — | — | not evaluated | not evaluated | not evaluated | — |" in card.text  # base, instruct, aligned
 
 
 def test_push_needs_a_token_and_the_network(ws: ReleaseWorkspace, tmp_path: Path) -> None:
