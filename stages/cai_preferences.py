@@ -1,10 +1,13 @@
 """Stage ``cai-preferences``: AI-feedback preference pairs for DPO.
 
 Node ``cai-preferences:<model>``: the policy (``[cai.preferences] policy``, default the SFT model
-``sft:<model>``) writes two responses per prompt; the feedback model (default the pretrained base
-``export:<model>``, as in Bai et al.) scores which better satisfies each assigned principle via
-the log-probabilities of "(A)"/"(B)". Responses and judgments are cached per item under
-``cache/samples/cai/``. Output: ``pairs.jsonl`` (prompt messages, chosen, rejected, margin,
+``sft:<model>``) writes two responses per prompt; the feedback model (``feedback = "self"`` by
+default: the instruct model ``export-instruct:<model>`` when the spec has ``[instruct]``, else the
+pretrained base ``export:<model>``; roles in ``stages/cai_lib/roles.py``) scores which better
+satisfies each assigned principle via the log-probabilities of "(A)"/"(B)". Responses (keyed by
+the policy's identity) and judgments (keyed by the judge's identity) are cached per item under
+``cache/samples/cai/``, so changing only the feedback model re-judges every pair without sampling a
+response again. Output: ``pairs.jsonl`` (prompt messages, chosen, rejected, margin,
 p_chosen, principle) and ``meta.json``::
 
     genesis-build cai-preferences:tiny
@@ -24,23 +27,22 @@ FIELDS = (
     "@constitution.feedback",
     "@constitution.system_prompt",
 )
-SFT_HF = "hf"  # the sft stage's output keeps a transformers copy of the model here
 
 
 def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
+    from stages.cai_lib.roles import role_inputs
+
     spec = view.spec
     prefs = spec.cai.preferences
     ins = {"prompts": spec.prompts} if getattr(spec, "prompts", None) else {}
-    if "sft" in (prefs.policy, prefs.feedback):
-        ins["sft"] = f"sft:{view.name}"
-    if prefs.feedback == "base":
-        ins["base"] = f"export:{view.name}"
-    return ins
+    return {**ins, **role_inputs(spec, view.name, prefs.policy, prefs.feedback)}
 
 
 def _files(view: SpecView, part: str | None) -> list[str]:
+    from stages.cai_lib.roles import role_files
+
     prefs = view.spec.cai.preferences
-    return [g[3:] for g in (prefs.policy, prefs.feedback) if g.startswith("hf:")]
+    return role_files(view.spec, prefs.policy, prefs.feedback)
 
 
 def _check(view: SpecView) -> None:
@@ -49,12 +51,13 @@ def _check(view: SpecView) -> None:
     check_preferences(view.spec, view.resolve)
 
 
-@stage("cai-preferences", version=1, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
+@stage("cai-preferences", version=2, kind="model", fields=FIELDS, inputs=_inputs, files=_files, check=_check, heavy=True)
 def cai_preferences(ctx: Context) -> None:
     """Sample response pairs and judge them with AI feedback against the principles."""
     from stages.cai_lib import preferences as P
     from stages.cai_lib.generators import open_generator
-    from stages.cai_lib.io import local_model, read_jsonl, write_json, write_jsonl
+    from stages.cai_lib.io import read_jsonl, write_json, write_jsonl
+    from stages.cai_lib.roles import local_dirs, resolve_role
     from stages.cai_lib.samples import SampleStore
 
     spec = ctx.spec
@@ -65,19 +68,16 @@ def cai_preferences(ctx: Context) -> None:
     store = SampleStore(ctx.samples_dir("cai"))
     store.clean_temp()
 
-    local: dict[str, Any] = {}
-    if "sft" in ctx.inputs:
-        local["sft"] = local_model(ctx, "sft", SFT_HF)
-    if "base" in ctx.inputs:
-        local["base"] = local_model(ctx, "base")
+    local: dict[str, Any] = local_dirs(ctx)
+    policy_addr, feedback_addr = resolve_role(spec, prefs.policy), resolve_role(spec, prefs.feedback)
     # open (and probe) both models before any work, so a bad URL fails with nothing done
-    policy = open_generator(prefs.policy, local_dirs=local, model=prefs.policy_model, runtime=cai.runtime)
-    same = prefs.feedback == prefs.policy and prefs.feedback_model == prefs.policy_model
-    judge = policy if same else open_generator(prefs.feedback, local_dirs=local, model=prefs.feedback_model, runtime=cai.runtime)
+    policy = open_generator(policy_addr, local_dirs=local, model=prefs.policy_model, runtime=cai.runtime)
+    same = feedback_addr == policy_addr and prefs.feedback_model == prefs.policy_model
+    judge = policy if same else open_generator(feedback_addr, local_dirs=local, model=prefs.feedback_model, runtime=cai.runtime)
 
     jobs = P.plan(prompts, constitution, cai, policy.identity, system_prompt)
     responses = P.response_jobs(jobs)
-    ctx.log(f"cai-preferences: {len(jobs)} pairs over {len(responses) // 2} prompts; policy {prefs.policy}, feedback {prefs.feedback}")
+    ctx.log(f"cai-preferences: {len(jobs)} pairs over {len(responses) // 2} prompts; policy {policy_addr}, feedback {feedback_addr}")
     chunk = cai.runtime.batch_size
     n_resp = P.sample_responses(policy, responses, store, prefs.decoding, system_prompt, chunk,
                                 on_progress=lambda d, t: ctx.progress(d, t, desc="responses"))
@@ -92,7 +92,8 @@ def cai_preferences(ctx: Context) -> None:
     rows, dropped = P.pair_rows(jobs, store, constitution, judge.identity, prefs.debias, prefs.min_margin, system_prompt)
     write_jsonl(ctx.out / "pairs.jsonl", rows)
     write_json(ctx.out / "meta.json", {"pairs": len(rows), "jobs": len(jobs), "dropped": dropped,
-                                        "policy": policy.identity, "feedback": judge.identity})
+                                        "policy": policy.identity, "feedback": judge.identity,
+                                        "roles": {"policy": policy_addr, "feedback": feedback_addr}})
     generated = n_resp + n_judged
     total = len(responses) + len(jobs)
     summary = f"generated {generated} / {total} (cached {total - generated}); {len(rows)} pairs"  # the build line

@@ -1,4 +1,5 @@
-"""Stage ``eval:<model>/<variant>`` (kind ``model``; ``base`` = ``export:<model>``, plus ``aligned`` =
+"""Stage ``eval:<model>/<variant>`` (kind ``model``; ``base`` = ``export:<model>``, ``instruct`` =
+``export-instruct:<model>`` when the model has an ``[instruct]`` section, ``aligned`` =
 ``export-aligned:<model>`` when the model has a constitution): run every suite of the model spec's
 ``evals`` reference on that model and write ``results.json`` (lm-eval-like) and
 ``samples/<suite>.jsonl``. Its key is made of its inputs only: the model's output digest and each
@@ -6,7 +7,7 @@
 also cached per (model digest, suite data digest) under ``cache/samples/evals/``, so editing one
 suite re-runs only that suite::
 
-    genesis-build eval:tiny                 # base and aligned
+    genesis-build eval:tiny                 # base, instruct and aligned
     genesis-build eval:tiny/base
     genesis-build evals:tiny                # just the data nodes (the evals kind's default stage)
 """
@@ -20,14 +21,15 @@ from genesis_build.stage import Context, SpecView, ref_name, stage
 
 from stages.evals_lib.spec import SUITES
 
-VARIANTS = {"base": "export", "aligned": "export-aligned"}  # eval part → the stage exporting that model
+VARIANTS = {"base": "export", "instruct": "export-instruct", "aligned": "export-aligned"}  # eval part → its export
 
 
 def _eval_parts(view: SpecView) -> list[str]:
     spec = view.spec
     if not getattr(spec, "evals", None):
         return []
-    return ["base", "aligned"] if getattr(spec, "constitution", None) else ["base"]
+    return (["base"] + (["instruct"] if getattr(spec, "instruct", None) is not None else [])
+            + (["aligned"] if getattr(spec, "constitution", None) else []))
 
 
 def _eval_inputs(view: SpecView, part: str | None) -> dict[str, str]:

@@ -2,10 +2,10 @@
 and ``eval.py``.
 
 ``eval-data:<evals>/<suite>`` loads one suite's items (model-independent, shared by every model
-evaluated with that suite); ``eval:<model>/<variant>`` runs every suite on the base or aligned
-export. Their docstrings say what each reads and writes::
+evaluated with that suite); ``eval:<model>/<variant>`` runs every suite on the base, instruct or
+aligned export. Their docstrings say what each reads and writes::
 
-    genesis-build eval:tiny                 # base and aligned
+    genesis-build eval:tiny                 # base, instruct and aligned
     genesis-build evals:tiny                # just the data nodes (the kind's default stage)
 """
 

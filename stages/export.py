@@ -7,8 +7,8 @@ Output: ``model.safetensors`` (+ index when sharded), ``config.json``, ``generat
 the tokenizer files — loadable with ``AutoModelForCausalLM.from_pretrained`` /
 ``AutoTokenizer.from_pretrained``. Weights are saved in ``architecture.dtype``.
 
-The commands that use an exported model (``export:<model>`` or ``export-aligned:<model>``) are
-registered here: ``genesis-build serve TARGET`` (OpenAI-compatible HTTP, :mod:`stages.serving`) and
+The commands that use an exported model (``export:<model>``, ``export-instruct:<model>`` or
+``export-aligned:<model>``) are registered here: ``genesis-build serve TARGET`` (OpenAI-compatible HTTP, :mod:`stages.serving`) and
 ``genesis-build chat TARGET`` (terminal chat).
 """
 
@@ -42,7 +42,7 @@ def export(ctx: Context) -> None:
 
 
 def _serve_arguments(p: Any) -> None:
-    p.description = "Serve an exported model (e.g. export:tiny or export-aligned:tiny)."
+    p.description = "Serve an exported model (e.g. export:tiny, export-instruct:tiny or export-aligned:tiny)."
     p.add_argument("target")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -65,7 +65,7 @@ def serve(args: Any, session: Any) -> int:
 
 
 def _chat_arguments(p: Any) -> None:
-    p.description = "Chat with an exported model (e.g. export:tiny or export-aligned:tiny)."
+    p.description = "Chat with an exported model (e.g. export:tiny, export-instruct:tiny or export-aligned:tiny)."
     p.add_argument("target")
     p.add_argument("--max-new-tokens", type=int, default=256)
 

@@ -20,19 +20,8 @@ def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
 @stage("export-aligned", version=1, kind="model", fields=("architecture.dtype",), inputs=_inputs, heavy=True)
 def export_aligned(ctx: Context) -> None:
     """Write the DPO-trained model as an HF model dir (safetensors, tokenizer, chat template)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from stages.cai_lib.finetune import export_model_dir
 
-    src = ctx.inputs["dpo"].path / "hf"
-    dtype = getattr(torch, ctx.spec.architecture.dtype)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    model.config.use_cache = True
-    model.to(dtype).save_pretrained(ctx.out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(src).save_pretrained(ctx.out)
-    try:
-        GenerationConfig.from_pretrained(src).save_pretrained(ctx.out)
-    except OSError:
-        GenerationConfig.from_model_config(model.config).save_pretrained(ctx.out)
-    n = sum(p.numel() for p in model.parameters())
+    n = export_model_dir(ctx.inputs["dpo"].path / "hf", ctx.out, ctx.spec.architecture.dtype)
     ctx.stats(params=n, dtype=ctx.spec.architecture.dtype)
     ctx.log(f"export-aligned: {n} parameters in {ctx.spec.architecture.dtype} → {ctx.out}")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from genesis_build.stage import register_kind
 
-from stages.cai_lib.sections import CaiSection, DpoSection, SftSection  # [cai]/[sft]/[dpo] (CAI helper)
+from stages.cai_lib.sections import CaiSection, DpoSection, InstructSection, SftSection  # [instruct]/[cai]/[sft]/[dpo]
 
 
 def _ref(value: str | None, kind: str, field: str) -> str | None:
@@ -169,6 +169,7 @@ class ModelSpec(BaseModel):
     evals: str | None = None
     architecture: Architecture
     training: Training
+    instruct: InstructSection | None = None  # chat fine-tuning before CAI (stages/instruct.py); None: CAI on the base
     cai: CaiSection = CaiSection()  # Constitutional AI data generation (stages/cai_generate.py)
     sft: SftSection = SftSection()  # supervised fine-tuning on the revisions (stages/sft.py)
     dpo: DpoSection = DpoSection()  # preference training on AI feedback (stages/dpo.py)

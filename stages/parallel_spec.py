@@ -80,6 +80,7 @@ class ParallelSpec(BaseModel):
     peak_tflops_per_device: float | None = Field(default=None, gt=0)  # given peak, for MFU and ETA guesses
     mfu_guess: float = Field(default=0.35, gt=0, le=1)  # assumed MFU when only the peak is known
     device_memory_gib: float | None = Field(default=None, gt=0)  # per device, for the planner's fit check
+    memory_bandwidth_gb_s: float | None = Field(default=None, gt=0)  # per device, for the CAI generation estimate
 
     @field_validator("env")
     @classmethod

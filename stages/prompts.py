@@ -38,6 +38,14 @@ def _select(spec: dict[str, Any], part: str | None) -> dict[str, Any]:
 
 
 def _load_rows(ctx: Context, spec: PromptsSpec) -> list[dict[str, Any]]:
+    if spec.builtin and (spec.dataset or spec.path):
+        # the built-ins first, in the other source's column layout, so one loop filters both
+        from stages.cai_lib.io import read_jsonl
+        from stages.cai_lib.prompts import BUILTIN_FILE
+
+        own = [{spec.column: r["prompt"], **({spec.category_column: r.get("category")} if spec.category_column else {})}
+               for r in read_jsonl(BUILTIN_FILE)]
+        return own + _load_rows(ctx, spec.model_copy(update={"builtin": False}))
     if spec.dataset:
         import datasets
 

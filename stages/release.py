@@ -223,7 +223,7 @@ def release(ctx: Context) -> None:
     params = int(model_ref.manifest.get("stats", {}).get("params") or ps.get("params") or 0)
     sets = card.suite_sets(evals)
     smoke = sorted(s for s, v in sets.items() if v["smoke"])
-    expected = ["base", "aligned"] if aligned else ["base"]
+    expected = ["base"] + (["instruct"] if ctx.spec.instruct is not None else []) + (["aligned"] if aligned else [])
     notice = None
     if smoke:
         notice = (f"**Smoke-test numbers.** The evaluations of this release ran on genesis-build's built-in smoke sets for "
@@ -241,7 +241,7 @@ def release(ctx: Context) -> None:
             f"{config.get('dtype') or config.get('torch_dtype')}")
     context = {
         "name": name, "model": ctx.spec_name, "repo_id": rel.repo_id or f"ORG/{name}", "notice": notice,
-        "aligned": aligned, "params": f"{params:,}", "params_human": _human(params), "sets": sets, "sets_summary": sets_summary,
+        "aligned": aligned, "instruct": "instruct" in expected, "params": f"{params:,}", "params_human": _human(params), "sets": sets, "sets_summary": sets_summary,
         "missing_suites": [s for s in card.SUITES if s not in sets], "eval_table": card.eval_table(evals, expected),
         "gguf": ggufs, "loss_curve": curve, "training": training, "hardware": hardware, "arch_line": arch,
         "vocab_size": config["vocab_size"], "constitution": _constitution(ctx), "license": rel.license,

@@ -1,10 +1,11 @@
 """Stage ``report``: ``report:<model>`` renders the build report of a model — training curves
-with resume markers, the eval table base vs aligned, CAI data stats and what changed since the
+with resume markers, the eval table base → instruct → aligned, CAI data stats and what changed since the
 previous build of the same target — as ``index.html`` + PNGs + ``summary.json``::
 
     genesis-build report:tiny && xdg-open out/report:tiny/index.html
 
-Inputs: ``pretrain:<model>`` (metrics.jsonl), ``eval:<model>`` (every variant), and with a
+Inputs: ``pretrain:<model>`` (metrics.jsonl), ``instruct:<model>`` (its metrics.jsonl, with an
+``[instruct]`` section), ``eval:<model>`` (every variant), and with a
 constitution ``cai-generate:<model>`` / ``cai-preferences:<model>`` (their manifest stats). The
 spec values shown in the diff are the key values recorded in the manifests of every upstream
 node. The previous build's summary is kept in ``cache/samples/report/<target>/previous.json``
@@ -28,6 +29,8 @@ HISTORY = 20  # builds kept in previous.json
 def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
     spec, name = view.spec, view.name
     ins = {"pretrain": f"pretrain:{name}"}
+    if getattr(spec, "instruct", None) is not None:
+        ins["instruct"] = f"instruct:{name}"
     if getattr(spec, "evals", None):
         ins["eval"] = f"eval:{name}"
     if getattr(spec, "constitution", None):
@@ -85,9 +88,9 @@ def sibling_variants(ctx: Context, history_root: Path, ws: str) -> dict[str, dic
     return out
 
 
-@stage("report", version=2, kind="model", inputs=_inputs, heavy=True, entry="index.html")
+@stage("report", version=3, kind="model", inputs=_inputs, heavy=True, entry="index.html")
 def report(ctx: Context) -> None:
-    """Render the HTML report (curves, evals base vs aligned, CAI stats, diff vs previous build)."""
+    """Render the HTML report (curves, evals base → instruct → aligned, CAI stats, diff vs previous build)."""
     evals = {}
     for name, ref in ctx.inputs.items():
         if name == "eval" or name.startswith("eval/"):
@@ -95,6 +98,8 @@ def report(ctx: Context) -> None:
             evals[variant] = json.loads((ref.path / "results.json").read_text())
     cai = {ref.node: ref.manifest.get("stats") or {} for name, ref in ctx.inputs.items() if name in ("cai", "preferences")}
     metrics = {"pretrain": ctx.inputs["pretrain"].path / "metrics.jsonl"}
+    if "instruct" in ctx.inputs:
+        metrics["instruct"] = ctx.inputs["instruct"].path / "metrics.jsonl"
     hist_path = _history_file(ctx)
     history = []
     if hist_path.is_file():

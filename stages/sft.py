@@ -1,6 +1,9 @@
 """Stage ``sft``: supervised fine-tuning on the CAI revisions (Bai et al. 2022, SL-CAI).
 
-Node ``sft:<model>`` starts from the pretrained checkpoint (``pretrain:<model>``), trains with the
+Node ``sft:<model>`` starts from the instruct checkpoint (``instruct:<model>``) when the model spec has
+an ``[instruct]`` section — the model that wrote the CAI data, so SFT refines it rather than
+teaching a base model the chat format from scratch — else from the pretrained checkpoint
+(``pretrain:<model>``). It trains with the
 shared FSDP2 trainer on ``cai-generate:<model>``'s conversations with the loss on assistant tokens
 only (chat template of the base model ``export:<model>``), and resumes from its run directory
 after a crash or when ``[sft] steps`` grows::
@@ -21,7 +24,10 @@ from stages.cai_lib.sections import SFT_KEY_FIELDS, check_recipe
 
 def _inputs(view: SpecView, part: str | None) -> dict[str, str]:
     name = view.name
-    return {"data": f"cai-generate:{name}", "pretrain": f"pretrain:{name}", "base": f"export:{name}"}
+    # the input's name says where training starts; without [instruct] the node keeps the inputs
+    # (and so the key) it had before the instruct stage existed
+    init = {"instruct": f"instruct:{name}"} if view.spec.instruct is not None else {"pretrain": f"pretrain:{name}"}
+    return {"data": f"cai-generate:{name}", **init, "base": f"export:{name}"}
 
 
 def _check(view: SpecView) -> None:
@@ -60,6 +66,7 @@ def sft(ctx: Context) -> None:
     n_tok = sum(sum(1 for t in r["labels"] if t != -100) for r in rows)
     write_json(ctx.out / "data_stats.json", {"rows": len(rows), "dropped": dropped, "assistant_tokens": n_tok})
     ctx.log(f"sft: {len(rows)} conversations ({dropped} dropped), {n_tok} assistant tokens")
+    init = ctx.inputs["instruct"] if "instruct" in ctx.inputs else ctx.inputs["pretrain"]
     run_training(ctx, spec.sft, "stages.cai_lib.train_tasks:SftTask", {"batch_size": spec.sft.batch_size}, rows,
-                 ctx.inputs["pretrain"].path / "checkpoint", base, desc="sft")
+                 init.path / "checkpoint", base, desc="sft")
     ctx.stats(rows=len(rows), assistant_tokens=n_tok)

@@ -31,6 +31,15 @@ def check_local_generator(address: str, field: str) -> None:
             raise FieldError(field, f"{path} {what}")
 
 
+def check_role(spec: Any, address: str | None, field: str) -> None:
+    """A role naming ``instruct`` needs the ``[instruct]`` section; an ``hf:`` dir must exist."""
+    if address == "instruct" and getattr(spec, "instruct", None) is None:
+        raise FieldError(field, "\"instruct\" names the instruction-tuned model, but the model spec has no [instruct] "
+                                "section; add one (data = \"chat:builtin\") or use \"self\" / \"base\"")
+    if address:
+        check_local_generator(address, field)
+
+
 def check_cai(spec: Any, resolve: Callable[[str], Any]) -> Any:
     """Checks for cai-generate; returns the constitution spec."""
     address = require_ref(spec, "constitution", "constitution", "constitution:genesis")
@@ -41,7 +50,8 @@ def check_cai(spec: Any, resolve: Callable[[str], Any]) -> Any:
     if cai.principles_per_prompt > len(active):
         raise FieldError("cai.principles_per_prompt",
                          f"{cai.principles_per_prompt} principles per prompt, but {address} has only {len(active)} enabled")
-    check_local_generator(cai.generator, "cai.generator")
+    check_role(spec, cai.generator, "cai.generator")
+    check_role(spec, cai.critic, "cai.critic")
     return constitution
 
 
@@ -49,5 +59,5 @@ def check_preferences(spec: Any, resolve: Callable[[str], Any]) -> None:
     """Checks for cai-preferences."""
     check_cai(spec, resolve)
     prefs = spec.cai.preferences
-    check_local_generator(prefs.policy, "cai.preferences.policy")
-    check_local_generator(prefs.feedback, "cai.preferences.feedback")
+    check_role(spec, prefs.policy, "cai.preferences.policy")
+    check_role(spec, prefs.feedback, "cai.preferences.feedback")

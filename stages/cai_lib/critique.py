@@ -42,12 +42,14 @@ def derive_seed(*parts: Any) -> int:
 
 
 def plan(prompts: list[dict[str, Any]], constitution: ConstitutionSpec, cai: CaiSection,
-         generator: dict[str, Any]) -> list[Job]:
+         generator: dict[str, Any], critic: dict[str, Any] | None = None) -> list[Job]:
     """The samples a build needs, in output order: chosen prompts × their assigned principles.
 
     A sample's key covers exactly what its text depends on: the prompt, the system prompt, the
-    principle's id/text/templates, the generator identity, the decoding parameters (seed included)
-    and the number of revision rounds.
+    principle's id/text/templates, the generator identity, the critic identity when a separate
+    critic writes the critiques and revisions, the decoding parameters (seed included) and the
+    number of revision rounds. (Without a separate critic the key material is what it was before
+    critics existed, so those samples stay cached.)
     """
     active = constitution.active()
     decoding = cai.decoding.model_dump(mode="json")
@@ -63,6 +65,7 @@ def plan(prompts: list[dict[str, Any]], constitution: ConstitutionSpec, cai: Cai
                 "generator": generator,
                 "decoding": decoding,
                 "revision_rounds": cai.revision_rounds,
+                **({"critic": critic} if critic is not None else {}),
             })
             jobs.append(Job(key, pid, row["prompt"], row.get("category"), principle_id, principle,
                             derive_seed(cai.decoding.seed, key)))
@@ -74,34 +77,38 @@ def _first_turn(system_prompt: str, prompt: str) -> list[dict[str, str]]:
     return msgs + [{"role": "user", "content": prompt}]
 
 
-def generate_batch(gen: Any, jobs: list[Job], decoding: Decoding, rounds: int, system_prompt: str) -> list[dict[str, Any]]:
-    """Run the response → (critique → revision)×rounds chain for a batch of jobs."""
+def generate_batch(gen: Any, jobs: list[Job], decoding: Decoding, rounds: int, system_prompt: str,
+                   critic: Any = None) -> list[dict[str, Any]]:
+    """Run the response → (critique → revision)×rounds chain for a batch of jobs; ``critic`` (default
+    ``gen``) writes the critiques and revisions."""
     from .generators import Request
 
+    critic = critic or gen
     responses = gen.generate([Request(_first_turn(system_prompt, j.prompt), derive_seed(j.seed, "initial")) for j in jobs], decoding)
     records: list[dict[str, Any]] = [{"initial": r, "rounds": []} for r in responses]
     current = list(responses)
     for rnd in range(rounds):
         crit_req = [templates.render(j.principle.critique, prompt=j.prompt, response=cur, principle=j.principle.text)
                     for j, cur in zip(jobs, current)]
-        critiques = gen.generate([Request([{"role": "user", "content": c}], derive_seed(j.seed, "critique", rnd))
+        critiques = critic.generate([Request([{"role": "user", "content": c}], derive_seed(j.seed, "critique", rnd))
                                   for j, c in zip(jobs, crit_req)], decoding)
         rev_req = [templates.render(j.principle.revision, prompt=j.prompt, response=cur, principle=j.principle.text,
                                     critique=crit)
                    for j, cur, crit in zip(jobs, current, critiques)]
-        revisions = gen.generate([Request([{"role": "user", "content": r}], derive_seed(j.seed, "revision", rnd))
+        revisions = critic.generate([Request([{"role": "user", "content": r}], derive_seed(j.seed, "revision", rnd))
                                   for j, r in zip(jobs, rev_req)], decoding)
         for rec, cq, c, rq, r in zip(records, crit_req, critiques, rev_req, revisions):
             rec["rounds"].append({"critique_request": cq, "critique": c, "revision_request": rq, "revision": r})
         current = list(revisions)
     for rec, j, final in zip(records, jobs, current):
         rec.update({"prompt_id": j.prompt_id, "prompt": j.prompt, "category": j.category, "principle": j.principle_id,
-                    "final": final, "generator": gen.identity})
+                    "final": final, "generator": gen.identity,
+                    **({"critic": critic.identity} if critic is not gen else {})})
     return records
 
 
 def run(gen: Any, jobs: list[Job], store: SampleStore, cai: CaiSection, system_prompt: str, chunk: int,
-        on_progress: Callable[[int, int], None] | None = None) -> int:
+        on_progress: Callable[[int, int], None] | None = None, critic: Any = None) -> int:
     """Generate and store the jobs whose samples are missing; returns how many were generated.
 
     Jobs are processed ``chunk`` at a time and each finished sample is stored immediately, so an
@@ -112,7 +119,7 @@ def run(gen: Any, jobs: list[Job], store: SampleStore, cai: CaiSection, system_p
     done = 0
     for start in range(0, len(todo), chunk):
         batch = todo[start : start + chunk]
-        for job, rec in zip(batch, generate_batch(gen, batch, cai.decoding, cai.revision_rounds, system_prompt)):
+        for job, rec in zip(batch, generate_batch(gen, batch, cai.decoding, cai.revision_rounds, system_prompt, critic)):
             store.put(job.key, rec)
         done += len(batch)
         if on_progress:

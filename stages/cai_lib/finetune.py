@@ -1,6 +1,6 @@
 """Running SFT/DPO through the shared trainer and exporting the result as an HF model dir.
 
-Used by the ``sft`` and ``dpo`` stages (heavy, resumable): the stage prepares token data in its run
+Used by the ``instruct``, ``sft`` and ``dpo`` stages (heavy, resumable): the stage prepares token data in its run
 directory, this module writes the ``TrainJob``, launches torchrun (``stages.training.launch``),
 turns the exit status into a clear error, and publishes ``checkpoint/`` (the final DCP checkpoint),
 ``hf/`` (transformers dir), ``metrics.jsonl`` and ``train_state.json``.
@@ -51,8 +51,10 @@ def training_section(recipe: Any, micro_hint: int = 1) -> Any:
 
 
 def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any], rows: list[dict[str, Any]],
-                 init_checkpoint: Path, base_dir: Path, desc: str) -> dict[str, Any]:
-    """Train ``task`` on ``rows`` from ``init_checkpoint``; publish outputs into ``ctx.out``."""
+                 init_checkpoint: Path, base_dir: Path, desc: str,
+                 validation: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train ``task`` on ``rows`` from ``init_checkpoint``; publish outputs into ``ctx.out``.
+    ``validation`` rows (same layout) are written beside them for tasks that evaluate."""
     from stages.training.config import TrainJob
     from stages.training.launch import run_torchrun, start_fresh
     from stages.training.layout import finetune_parallel
@@ -69,6 +71,9 @@ def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any],
     tmp = data_dir / "train.jsonl.tmp"
     write_jsonl(tmp, rows)  # identical for the same key, so a resumed run sees the same data
     tmp.replace(data_dir / "train.jsonl")
+    if validation:
+        write_jsonl(data_dir / "validation.jsonl.tmp", validation)
+        (data_dir / "validation.jsonl.tmp").replace(data_dir / "validation.jsonl")
     vocab, special = model_ids(base_dir)
     job = TrainJob(architecture=spec.architecture, training=training_section(recipe), parallel=parallel,
                    data_dir=str(data_dir), run_dir=str(run / "train"), vocab_size=vocab, special_ids=special,
@@ -98,7 +103,8 @@ def run_training(ctx: Any, recipe: Any, task: str, task_options: dict[str, Any],
         publish_curves(run / "train" / "metrics.jsonl", ctx.out / "metrics.jsonl")
     (ctx.out / "train_state.json").write_text((final / "train_state.json").read_text())
     dcp_to_hf(final, spec.architecture, vocab, special, base_dir, ctx.out / "hf")
-    ctx.stats(**{k: result.get(k) for k in ("final_loss", "steps_run", "resumed_from", "world_size", "tokens_per_s")})
+    ctx.stats(**{k: result.get(k) for k in ("final_loss", "steps_run", "resumed_from", "world_size", "tokens_per_s")},
+              **{k: result.get(k) for k in ("initial_val_loss", "final_val_loss") if validation})
     return result
 
 
@@ -117,3 +123,23 @@ def dcp_to_hf(checkpoint: Path, arch: Any, vocab: int, special: dict[str, Any], 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*assuming the intent is to load in a single process.*")
         export_hf(Path(checkpoint), config, out, tokenizer_dir=base_dir, dtype=dtype)
+
+
+def export_model_dir(src: Path, out: Path, dtype_name: str) -> int:
+    """Write the fine-tuned ``hf/`` copy at ``src`` as a release-style model dir in ``out``:
+    safetensors in ``dtype_name``, config, tokenizer files (with the chat template) and
+    ``generation_config.json``. Returns the parameter count. Used by ``export-instruct`` and
+    ``export-aligned``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    dtype = getattr(torch, dtype_name)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.config.use_cache = True
+    model.to(dtype).save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    try:
+        GenerationConfig.from_pretrained(src).save_pretrained(out)
+    except OSError:
+        GenerationConfig.from_model_config(model.config).save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())

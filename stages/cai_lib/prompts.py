@@ -1,6 +1,6 @@
 """The ``prompts`` spec kind: a set of user prompts for CAI generation.
 
-Exactly one source::
+One source, or the built-ins plus one other (the built-ins come first)::
 
     builtin = true                        # our own prompts (stages/cai_lib/builtin_prompts.jsonl)
     path = "data/prompts.jsonl"           # local JSONL / JSON / Parquet, workspace-relative
@@ -46,11 +46,12 @@ class PromptsSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> "PromptsSpec":
-        given = [n for n, v in (("builtin", self.builtin), ("path", self.path), ("dataset", self.dataset)) if v]
-        if len(given) != 1:
+        others = [n for n, v in (("path", self.path), ("dataset", self.dataset)) if v]
+        if len(others) > 1 or not (others or self.builtin):
             raise ValueError(
-                "give exactly one prompt source: builtin = true, path = \"file.jsonl\" or dataset = \"org/name\""
-                + (f" (got {', '.join(given)})" if given else "")
+                "give one prompt source: builtin = true, path = \"file.jsonl\" or dataset = \"org/name\" "
+                "(builtin = true may be combined with one of the others)"
+                + (f" (got {', '.join(others)})" if others else "")
             )
         return self
 

@@ -1,4 +1,4 @@
-"""The ``[cai]``, ``[sft]`` and ``[dpo]`` sections of the model spec (pydantic only).
+"""The ``[instruct]``, ``[cai]``, ``[sft]`` and ``[dpo]`` sections of the model spec (pydantic only).
 
 Fields that change results are in the stage keys; ``[cai.runtime]`` holds execution details
 (batching, timeouts, retries) that never do.
@@ -14,6 +14,9 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GENERATOR_HELP = "use \"self\", \"hf:<local model dir>\" or \"openai:http://host:port\""
+# Models of this build a CAI role may name (besides hf:/openai:). "self" is the model's own chat
+# model: the instruct export when the spec has [instruct], else the pretrained base export.
+LOCAL_ROLES = ("base", "instruct")
 
 
 def check_generator(v: str, extra: tuple[str, ...] = ()) -> str:
@@ -68,7 +71,7 @@ class Preferences(BaseModel):
 
     policy: str = "sft"  # who writes the two responses: sft (the SFT model) | hf:<dir> | openai:<url>
     policy_model: str | None = None  # model name for an openai: policy
-    feedback: str = "base"  # who judges: base (pretrained export) | sft | hf:<dir> | openai:<url>
+    feedback: str = "self"  # who judges: self (instruct if [instruct], else base) | base | instruct | sft | hf:<dir> | openai:<url>
     feedback_model: str | None = None  # model name for an openai: feedback model
     num_prompts: int | None = Field(default=None, ge=1)  # None: all prompts of the set
     decoding: Decoding = Decoding(temperature=1.0)
@@ -78,12 +81,12 @@ class Preferences(BaseModel):
     @field_validator("policy")
     @classmethod
     def _policy(cls, v: str) -> str:
-        return check_generator(v, ("sft",)) if v != "self" else "sft"
+        return check_generator(v, ("sft", *LOCAL_ROLES)) if v != "self" else "sft"
 
     @field_validator("feedback")
     @classmethod
     def _feedback(cls, v: str) -> str:
-        return check_generator(v, ("base", "sft"))
+        return check_generator(v, ("sft", *LOCAL_ROLES))
 
 
 class CaiSection(BaseModel):
@@ -91,8 +94,10 @@ class CaiSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    generator: str = "self"  # self (the exported base model) | hf:<dir> | openai:<base_url>
+    generator: str = "self"  # self (instruct if [instruct], else base) | base | instruct | hf:<dir> | openai:<base_url>
     model: str | None = None  # model name for an openai: generator (default: the server's first)
+    critic: str | None = None  # who writes critiques and revisions; None: the generator (same names)
+    critic_model: str | None = None  # model name for an openai: critic
     decoding: Decoding = Decoding()
     revision_rounds: int = Field(default=1, ge=1, le=8)  # critique→revision passes per sample
     principles_per_prompt: int = Field(default=1, ge=1)  # rendezvous-assigned principles per prompt
@@ -103,7 +108,12 @@ class CaiSection(BaseModel):
     @field_validator("generator")
     @classmethod
     def _generator(cls, v: str) -> str:
-        return check_generator(v)
+        return check_generator(v, LOCAL_ROLES)
+
+    @field_validator("critic")
+    @classmethod
+    def _critic(cls, v: str | None) -> str | None:
+        return None if v is None else check_generator(v, LOCAL_ROLES)
 
 
 class _Recipe(BaseModel):
@@ -153,8 +163,26 @@ class DpoSection(_Recipe):
     beta: float = Field(default=0.1, gt=0)  # strength of the KL anchor to the reference model
 
 
+class InstructSection(_Recipe):
+    """``[instruct]``: chat fine-tuning of the pretrained model on a ``chat`` spec before CAI (loss on
+    assistant tokens only). Its presence makes ``self`` (the CAI roles' default) mean the instruct model."""
+
+    data: str  # "chat:<name>" (specs/chat/<name>.toml): the conversations
+    system_prompt: str = ""  # prepended as a system turn to conversations that have none ("" = none)
+    too_long: Literal["truncate", "drop"] = "drop"  # conversations over max_len tokens: cut or leave out
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        if not isinstance(v, str) or not v.startswith("chat:") or len(v) <= len("chat:"):
+            raise ValueError(f"data must reference a chat spec as \"chat:<name>\" (specs/chat/<name>.toml), got {v!r}")
+        return v
+
+
 SFT_KEY_FIELDS = tuple(f"sft.{f}" for f in (*RECIPE_KEY_FIELDS, "system_prompt"))
 DPO_KEY_FIELDS = tuple(f"dpo.{f}" for f in (*RECIPE_KEY_FIELDS, "beta"))
+# `instruct.data` is not here: the chat node's output digest is an input of the instruct stage
+INSTRUCT_KEY_FIELDS = tuple(f"instruct.{f}" for f in (*RECIPE_KEY_FIELDS, "system_prompt", "too_long"))
 
 
 def check_recipe(spec: Any, section: str, resolve: Any) -> None:
@@ -163,6 +191,8 @@ def check_recipe(spec: Any, section: str, resolve: Any) -> None:
     from genesis_build.errors import FieldError
 
     recipe = getattr(spec, section)
+    if recipe is None:
+        raise FieldError(section, f"the model spec has no [{section}] section; add one (docs/instruct.md)")
     if recipe.max_len > spec.architecture.context_length:
         raise FieldError(f"{section}.max_len", f"{recipe.max_len} is longer than the model's context "
                                                f"({spec.architecture.context_length}); lower it")

@@ -102,6 +102,36 @@ class SftTask(_RowTask):
         return causal_lm_loss(model, batch)
 
 
+class InstructTask(SftTask):
+    """SFT on conversations with a held-out set: ``data_dir/validation.jsonl`` is the eval set, so
+    the run records the validation loss at step 0 and at the end (``initial_val_loss`` →
+    ``final_val_loss`` in ``result.json``)."""
+
+    name = "instruct"  # progress lines say what is training
+
+    def __init__(self, job: TrainJob, d: Dist) -> None:
+        super().__init__(job, d)
+        path = Path(job.data_dir) / "validation.jsonl"
+        self.validation = _read_rows(path) if path.is_file() else []
+        self._eval: list[dict[str, torch.Tensor]] | None = None
+
+    def eval_micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        """This rank's share of the validation rows. Every rank runs the same number of forwards
+        (FSDP collectives must match): missing rows are padding whose labels are all -100."""
+        if self._eval is None:
+            rows = self.validation
+            if not rows:
+                self._eval = []
+                return self._eval
+            per_rank = -(-len(rows) // self.world)
+            per_rank = -(-per_rank // self.micro) * self.micro
+            mine = rows[self.rank * per_rank : (self.rank + 1) * per_rank]
+            pad = {"input_ids": rows[0]["input_ids"], "labels": [IGNORE] * len(rows[0]["input_ids"])}
+            mine = mine + [pad] * (per_rank - len(mine))
+            self._eval = [self.collate(mine[k : k + self.micro]) for k in range(0, per_rank, self.micro)]
+        return self._eval
+
+
 class DpoTask(_RowTask):
     """Sigmoid DPO against precomputed reference log-probabilities (the SFT model)."""
 

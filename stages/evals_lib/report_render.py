@@ -6,8 +6,9 @@ stage gathers its inputs from the cache. Sections:
 1. training curves from ``metrics.jsonl`` files — loss with validation loss, grad norm, learning
    rate, tokens/s — each with a dashed marker at every resume (an event ``{"event": "resume",
    "step": N}``, or a ``start`` event at a step > 0, which is how the trainer logs a resumed session);
-2. the eval table: every task/metric for base and aligned side by side (± stderr), the change
-   aligned − base coloured by whether it is an improvement (``higher_is_better``); suites that ran
+2. the eval table: every task/metric for base, instruct and aligned side by side (± stderr), the
+   change between consecutive variants (instruct − base, aligned − instruct; aligned − base when
+   there is no instruct model) coloured by whether it is an improvement (``higher_is_better``); suites that ran
    on a built-in set are flagged, and every HarmBench / XSTest row (and engagement, with a rubric
    judge) names the judge that scored it;
 3. CAI data: generated vs cached samples per CAI node (from their manifests' stats);
@@ -182,8 +183,16 @@ def suite_judges(eval_results: dict[str, dict[str, Any]]) -> dict[str, str]:
             for s, d in per.items()}
 
 
+PIPELINE = ("base", "instruct", "aligned")  # the models of one build, in the order they are made
+
+
+def ordered_variants(eval_results: dict[str, Any]) -> list[str]:
+    """Variants in pipeline order (base → instruct → aligned), then any others."""
+    return [v for v in PIPELINE if v in eval_results] + [v for v in eval_results if v not in PIPELINE]
+
+
 def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
-    variants = [v for v in ("base", "aligned") if v in eval_results] + [v for v in eval_results if v not in ("base", "aligned")]
+    variants = ordered_variants(eval_results)
     if not variants:
         return "<p class='muted'>No eval results (the model spec has no <code>evals</code> reference).</p>"
     tasks: list[str] = []
@@ -201,7 +210,8 @@ def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
                 builtin.add(suite)
     judges = suite_judges({v: eval_results[v] for v in variants})
     head = "".join(f"<th>{_e(v)}</th>" for v in variants)
-    delta = len(variants) == 2
+    # the change each pipeline step made: consecutive pairs of the pipeline's variants
+    steps = [(a, b) for a, b in zip(variants, variants[1:]) if a in PIPELINE and b in PIPELINE]
     rows_main, rows_sub = [], []
     for t in tasks:
         metrics: list[str] = []
@@ -218,11 +228,13 @@ def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
                 vals.append(val)
                 cells.append(f"<td class='num'>{_fmt(val)}" + (f" <span class='se'>± {_fmt(se)}</span>" if se is not None else "") + "</td>")
             d_cell = ""
-            if delta:
-                d = vals[1] - vals[0] if all(isinstance(x, (int, float)) for x in vals) else None
+            by = dict(zip(variants, vals))
+            for a, b in steps:
+                x, y = by[a], by[b]
+                d = y - x if all(isinstance(z, (int, float)) for z in (x, y)) else None
                 better = hib.get(t, {}).get(m)
                 cls = "" if d is None or better is None or abs(d) < 1e-12 else ("good" if (d > 0) == better else "bad")
-                d_cell = f"<td class='num {cls}'>{'' if d is None else f'{d:+.4f}'}</td>"
+                d_cell += f"<td class='num {cls}'>{'' if d is None else f'{d:+.4f}'}</td>"
             arrow = {True: "↑", False: "↓"}.get(hib.get(t, {}).get(m), "")
             suite = t.split("/")[0].split("_")[0]
             flag = " <span class='tag'>built-in set</span>" if suite in builtin else ""
@@ -230,7 +242,7 @@ def _eval_table(eval_results: dict[str, dict[str, Any]]) -> str:
                 flag += f" <span class='judge'>judge: {_e(judges[suite])}</span>"
             row = f"<tr><td>{_e(t)}{flag}</td><td>{_e(m)} {arrow}</td>{''.join(cells)}{d_cell}</tr>"
             (rows_sub if "/" in t else rows_main).append(row)
-    th = f"<tr><th>task</th><th>metric</th>{head}{'<th>aligned − base</th>' if delta else ''}</tr>"
+    th = f"<tr><th>task</th><th>metric</th>{head}{''.join(f'<th>{_e(b)} − {_e(a)}</th>' for a, b in steps)}</tr>"
     out = f"<table>{th}{''.join(rows_main)}</table>"
     if rows_sub:
         out += f"<details><summary>per category / type ({len(rows_sub)} rows)</summary><table>{th}{''.join(rows_sub)}</table></details>"
@@ -393,7 +405,7 @@ def render_report(out_dir: Path, metrics_jsonl_paths: dict[str, Path] | list[Pat
 <p class="muted">{resume_note or 'No resume in these runs.'}</p>
 {('<table>' + ''.join(f'<tr><td>{_e(k)}</td><td class="num">{_fmt(v)}</td></tr>' for k, v in training.items()) + '</table>') if training else ''}
 {variants_html}
-<h2>Evals: base vs aligned</h2>
+<h2>Evals: {' → '.join(_e(v) for v in ordered_variants(eval_results or {})) or 'none'}</h2>
 {_eval_table(eval_results or {})}
 <h2>Constitutional AI data</h2>
 {_cai_table(cai_stats)}

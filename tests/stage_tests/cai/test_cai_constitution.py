@@ -79,8 +79,8 @@ def test_all_principles_disabled_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("body, message", [
-    ("", "give exactly one prompt source"),
-    ('builtin = true\npath = "x.jsonl"\n', "got builtin, path"),
+    ("", "give one prompt source"),
+    ('path = "x.jsonl"\ndataset = "org/x"\n', "got path, dataset"),
     ('path = "prompts.csv"\n', "path must end in .jsonl, .json, .parquet"),
     ("builtin = true\nlimit = 0\n", "greater than or equal to 1"),
 ])

@@ -200,3 +200,21 @@ def test_sibling_variants_are_found_from_report_histories(tmp_path: Path) -> Non
     assert found["tiny@lr=0.01"]["metrics"] == str(cache.data_dir("bb22") / "metrics.jsonl")
     assert found["tiny"]["href"] == "../../../aa/aa11/data/index.html"
     assert sorted(sibling_variants(ctx("tiny"), hist, "ws1")) == ["tiny@lr=0.01"]
+
+
+def test_eval_table_base_instruct_aligned_side_by_side(tmp_path: Path) -> None:
+    """With an instruct model: three columns in pipeline order (whatever order the results come in),
+    and the change each step made (instruct − base, aligned − instruct)."""
+    import re
+
+    evals = {"aligned": results(0.35, 0.2), "base": results(0.2, 0.8), "instruct": results(0.3, 0.5)}
+    render_report(tmp_path / "r", {}, evals, None, None, title="report t")
+    html = (tmp_path / "r" / "index.html").read_text()
+    assert "<h2>Evals: base → instruct → aligned</h2>" in html
+    head = re.search(r"<tr><th>task</th><th>metric</th>(.*?)</tr>", html).group(1)
+    assert head == "<th>base</th><th>instruct</th><th>aligned</th><th>instruct − base</th><th>aligned − instruct</th>"
+    row = re.search(r"<tr><td>truthfulqa_mc1.*?</tr>", html).group(0)
+    cells = [c.strip() for c in re.findall(r"<td class='num[^']*'>([^<]*)", row)]
+    assert cells[:3] == ["0.2000", "0.3000", "0.3500"] and cells[3:] == ["+0.1000", "+0.0500"], cells
+    asr = re.search(r"<tr><td>harmbench <span.*?</tr>|<tr><td>harmbench</td>.*?</tr>", html).group(0)
+    assert "<td class='num good'>-0.3000</td><td class='num good'>-0.3000</td>" in asr, asr

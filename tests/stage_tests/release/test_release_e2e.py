@@ -30,7 +30,7 @@ def ws(tmp_path_factory) -> ReleaseWorkspace:
 def _eval_numbers(ws: ReleaseWorkspace, model: str) -> set[tuple[str, str, str, float]]:
     """(variant, task, metric, value) of every number in the eval nodes' results.json (the truth)."""
     out = set()
-    for variant in ("base", "aligned"):
+    for variant in ("base", "instruct", "aligned"):
         res = json.loads((ws.data(f"eval:{model}/{variant}") / "results.json").read_text())
         for task, metrics in res["results"].items():
             for metric, value in metrics.items():
@@ -49,7 +49,7 @@ def test_release_layout_loads_and_checksums(ws: ReleaseWorkspace) -> None:
     names = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
     assert {"README.md", "SHA256SUMS", "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
             "genesis-e2e-f16.gguf", "genesis-e2e-q8_0.gguf", "loss_curve.png", "provenance.json",
-            "evals/base.json", "evals/aligned.json"} <= names, sorted(names)
+            "evals/base.json", "evals/instruct.json", "evals/aligned.json"} <= names, sorted(names)
     listed = {line.split("  ", 1)[1] for line in (d / "SHA256SUMS").read_text().splitlines()}
     assert listed == names - {"SHA256SUMS"}
     r = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=d, capture_output=True, text=True)
@@ -112,13 +112,13 @@ def test_missing_suite_is_not_evaluated(ws: ReleaseWorkspace) -> None:
     r = ws.cli("release:e2e-tq")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     ran = {m["node"] for k, m in ws.manifests().items() if k not in before}
-    assert {"eval:e2e-tq/base", "eval:e2e-tq/aligned", "release:e2e-tq"} <= ran <= \
-        {"eval:e2e-tq/base", "eval:e2e-tq/aligned", "release:e2e-tq", "eval-data:tq/truthfulqa"}, ran
+    assert {"eval:e2e-tq/base", "eval:e2e-tq/instruct", "eval:e2e-tq/aligned", "release:e2e-tq"} <= ran <= \
+        {"eval:e2e-tq/base", "eval:e2e-tq/instruct", "eval:e2e-tq/aligned", "release:e2e-tq", "eval-data:tq/truthfulqa"}, ran
     card = ModelCard.load(ws.root / "out" / "release:e2e-tq" / "README.md")
     assert {e.dataset_config for e in card.data.eval_results} == {"truthfulqa_mc1", "truthfulqa_mc2"}
     for suite in ("harmbench", "xstest", "engagement"):
         assert f"- **{suite}**: not evaluated." in card.text
-        assert f"| {suite} | — | — | not evaluated | not evaluated | — |" in card.text
+        assert f"| {suite} | — | — | not evaluated | not evaluated | not evaluated | — |" in card.text  # base, instruct, aligned
 
 
 def test_push_needs_a_token_and_the_network(ws: ReleaseWorkspace, tmp_path: Path) -> None:

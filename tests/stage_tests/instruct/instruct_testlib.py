@@ -1,0 +1,80 @@
+"""Helpers for the instruct tests: a workspace with the repo's specs driven through the real CLI,
+and a hand-made Context for calling a stage's ``run`` directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tinylm import ROOT
+
+DIALOGUES = [
+    [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}],
+    [{"role": "user", "content": "Spell cat."}, {"role": "assistant", "content": "C-A-T."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi!"},
+     {"role": "assistant", "content": "Hello. What shall we talk about?"}],
+    [{"role": "user", "content": "Is 7 odd?"}, {"role": "assistant", "content": "Yes, 7 is odd."},
+     {"role": "user", "content": "And 8?"}, {"role": "assistant", "content": "8 is even."}],
+    [{"role": "user", "content": "Sort 3, 1, 2."}, {"role": "assistant", "content": "1, 2, 3."}],
+    [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "Teal. Do you like it?"}],
+    [{"role": "user", "content": "How many days are in 2 weeks?"}, {"role": "assistant", "content": "14 days."}],
+    [{"role": "user", "content": "Reverse: red blue"}, {"role": "assistant", "content": "blue red"}],
+]
+
+
+def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
+    """``{"messages": [...]}`` per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
+    return path
+
+
+class SpecWorkspace:
+    """A temp workspace with a copy of the repo's specs (plus what a test writes), driven through
+    the real CLI."""
+
+    def __init__(self, root: Path, default: str = "model:tiny") -> None:
+        self.root = root
+        shutil.copytree(ROOT / "specs", root / "specs")
+        (root / "genesis.toml").write_text(f'[workspace]\ndefault = "{default}"\nplugins = ["stages"]\n')
+
+    def write(self, rel: str, text: str) -> Path:
+        """Write a file under the workspace."""
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """The real ``genesis-build``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
+        env["PYTHONPATH"] = str(ROOT)
+        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def status(self, *targets: str) -> dict[str, dict]:
+        """``--dry-run --format json`` by node id."""
+        r = self.cli("--dry-run", "--format", "json", *targets)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return {n["id"]: n for n in json.loads(r.stdout)}
+
+    def data(self, node: str) -> Path:
+        """The data dir of ``node``'s cached object."""
+        key = self.status(node)[node]["key"]
+        return self.root / "cache" / "objects" / key[:2] / key / "data"
+
+
+def context(ws: Path, spec, stage: str, out: Path, inputs: dict[str, Path], run_dir: Path | None = None,
+            name: str = "it"):
+    """A Context for calling ``stage``'s run function by hand (inputs: name → data dir)."""
+    from genesis_build.keys import digest_json
+    from genesis_build.stage import Context, InputRef
+
+    out.mkdir(parents=True, exist_ok=True)
+    refs = {k: InputRef(f"{k}:{name}", p, {"output_digest": digest_json(str(p))}) for k, p in inputs.items()}
+    return Context(node=f"{stage}:{name}", stage=stage, spec=spec, spec_name=name, part=None, out=out, inputs=refs,
+                   files=[], workspace=ws, cache_root=ws / "cache", key="test", run_dir=run_dir)
