@@ -32,6 +32,7 @@ from genesis_build.errors import FieldError
 from genesis_build.stage import Context, SpecView, register_kind, stage
 
 from stages.data_lib.paths import STDLIB, resolve_path
+from stages.data_lib.sources import SourcesSpec
 
 SourceType = Literal["text", "jsonl", "parquet", "disk", "hub", "pydoc-topics"]
 FILE_TYPES = ("text", "jsonl", "parquet")  # read from path/glob files
@@ -123,7 +124,7 @@ class Validation(BaseModel):
     min_documents: int = Field(1, ge=0)  # guarantee at least this many (taken deterministically)
 
 
-class CorpusSpec(BaseModel):
+class CorpusSpec(SourcesSpec):
     """``specs/corpus/<name>.toml``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -134,28 +135,6 @@ class CorpusSpec(BaseModel):
     validation: Validation = Validation()
     shard_documents: int = Field(100_000, gt=0)  # documents per output arrow file
     sources: list[Source] = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_filters(cls, data: Any) -> Any:
-        # A source's `filters` overrides only the keys it sets; the rest come from the corpus-level table.
-        if isinstance(data, dict) and isinstance(data.get("sources"), list):
-            base = data.get("filters") or {}
-            if isinstance(base, dict):
-                data = {**data, "sources": [
-                    {**s, "filters": {**base, **(s.get("filters") or {})}} if isinstance(s, dict) else s
-                    for s in data["sources"]]}
-        return data
-
-    @field_validator("sources")
-    @classmethod
-    def _unique(cls, v: list[Source]) -> list[Source]:
-        seen: set[str] = set()
-        for s in v:
-            if s.name in seen:
-                raise ValueError(f"two sources are named {s.name!r}; source names must be unique")
-            seen.add(s.name)
-        return v
 
     def source(self, name: str) -> Source:
         """The source called ``name``."""

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from stages.data_lib.sources import SourcesSpec
 
 ChatSourceType = Literal["builtin", "jsonl", "json", "parquet", "disk", "hub"]
 FILE_TYPES = ("jsonl", "json", "parquet", "disk")
@@ -107,7 +109,7 @@ class ChatValidation(BaseModel):
     max_conversations: int | None = Field(None, ge=1)  # at most this many (the rest go to train)
 
 
-class ChatSpec(BaseModel):
+class ChatSpec(SourcesSpec):
     """``specs/chat/<name>.toml``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -117,28 +119,6 @@ class ChatSpec(BaseModel):
     filters: ChatFilters = ChatFilters()  # defaults for every source's filters
     validation: ChatValidation = ChatValidation()
     sources: list[ChatSource] = Field(min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_filters(cls, data: Any) -> Any:
-        # as in the corpus spec: a source's `filters` overrides only the keys it sets
-        if isinstance(data, dict) and isinstance(data.get("sources"), list):
-            base = data.get("filters") or {}
-            if isinstance(base, dict):
-                data = {**data, "sources": [
-                    {**s, "filters": {**base, **(s.get("filters") or {})}} if isinstance(s, dict) else s
-                    for s in data["sources"]]}
-        return data
-
-    @field_validator("sources")
-    @classmethod
-    def _unique(cls, v: list[ChatSource]) -> list[ChatSource]:
-        seen: set[str] = set()
-        for s in v:
-            if s.name in seen:
-                raise ValueError(f"two sources are named {s.name!r}; source names must be unique")
-            seen.add(s.name)
-        return v
 
 
 def source_path(src: ChatSource, workspace: Path) -> Path | None:
