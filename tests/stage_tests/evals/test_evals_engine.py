@@ -81,7 +81,7 @@ def test_eval_and_report_through_the_engine(tmp_path: Path, eval_lm: Path, yes_l
     ws.write_evals()
     st = ws.status("report:t")
     suites = ["truthfulqa", "harmbench", "xstest", "engagement"]
-    assert {f"eval-data:t/{s}" for s in suites} | {"eval:t/base", "eval:t/aligned", "report:t"} <= set(st)
+    assert {f"eval-data:t/{s}" for s in suites} | {"eval:t/base", "eval:t/instruct", "eval:t/aligned", "report:t"} <= set(st)
 
     r = ws.cli("report:t", "eval:t/base", "eval:t/aligned")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -97,16 +97,16 @@ def test_eval_and_report_through_the_engine(tmp_path: Path, eval_lm: Path, yes_l
     assert m["stats"]["reused"] == [] and "truthfulqa_mc1/acc" in m["stats"]
     html = (ws.root / "out" / "report:t" / "index.html").read_text()
     assert "First build of this target" in html and "resumed at step 15, 25" in html
-    assert "cai-generate:t" in html and "cai-preferences:t" in html and "aligned − base" in html
+    assert "cai-generate:t" in html and "cai-preferences:t" in html and "aligned − instruct" in html
 
     # nothing changed: everything cached
     assert all(n["state"] == "cached" for n in ws.status("report:t").values())
 
-    # one suite's setting changes: only its data node, the two eval nodes and the report are stale;
+    # one suite's setting changes: only its data node, the three eval nodes and the report are stale;
     # the eval nodes recompute harmbench only (the other suites come from the suite cache)
     ws.write_evals(hb_tokens=5)
     stale = {k for k, n in ws.status("report:t").items() if n["state"] != "cached"}
-    assert stale == {"eval-data:t/harmbench", "eval:t/base", "eval:t/aligned", "report:t"}
+    assert stale == {"eval-data:t/harmbench", "eval:t/base", "eval:t/instruct", "eval:t/aligned", "report:t"}
     r = ws.cli("report:t", "eval:t/base")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert ws.manifest("eval:t__base")["stats"]["reused"] == ["truthfulqa", "xstest", "engagement"]
