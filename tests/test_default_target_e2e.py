@@ -13,16 +13,12 @@ The workspace is the repo's own specs plus ``model:e2e``, which ``extends`` the 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from genesis_testlib import RepoWorkspace
 pytestmark = pytest.mark.slow
 
 E2E_MODEL = """extends = "model:tiny"
@@ -94,39 +90,18 @@ INSTRUCT = {"chat", "instruct", "export-instruct"}
 CAI_CHAIN = {"cai-generate", "sft", "cai-preferences", "dpo", "export-aligned"}
 
 
-class Product:
+class Product(RepoWorkspace):
     """A workspace holding the repo's specs, with ``model:e2e`` as its default target."""
 
+    timeout = 1800
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        shutil.copytree(ROOT / "specs", root / "specs")
+        super().__init__(root, default="model:e2e")
         model = E2E_MODEL.replace('extends = "model:tiny"\n', 'extends = "model:tiny"\nevals = "evals:e2e"\n')
-        (root / "specs/model/e2e.toml").write_text(model)
-        (root / "specs/evals/e2e.toml").write_text(E2E_EVALS)
-        (root / "specs/chat/e2e.toml").write_text(E2E_CHAT)
-        (root / "data").mkdir()
-        (root / "data/chat.jsonl").write_text(LOCAL_CHAT)
-        (root / "genesis.toml").write_text('[workspace]\ndefault = "model:e2e"\nplugins = ["stages"]\n')
-
-    def cli(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-        """The real `genesis-build` in this workspace."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
-        env["PYTHONPATH"] = str(ROOT)
-        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def manifests(self) -> dict[str, dict]:
-        """key → manifest of every published object."""
-        out = {}
-        for m in (self.root / "cache" / "objects").glob("*/*/manifest.json"):
-            out[m.parent.name] = json.loads(m.read_text())
-        return out
-
-    def status(self) -> dict[str, dict]:
-        """`--dry-run --format json` of the default target, by node id."""
-        r = self.cli("--dry-run", "--format", "json")
-        assert r.returncode == 0, r.stdout + r.stderr
-        return {n["id"]: n for n in json.loads(r.stdout)}
+        self.write("specs/model/e2e.toml", model)
+        self.write("specs/evals/e2e.toml", E2E_EVALS)
+        self.write("specs/chat/e2e.toml", E2E_CHAT)
+        self.write("data/chat.jsonl", LOCAL_CHAT)
 
 
 def _stage(node: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genesis_testlib import RepoWorkspace
 from tinylm import ROOT, make_tiny_lm, make_tokenizer  # noqa: F401 — re-exported for the tests
 
 
@@ -57,17 +58,12 @@ if __name__ == "__main__":
              cai_section(decoding={"max_new_tokens": 32}, runtime={"batch_size": 1}))
 
 
-class CaiWorkspace:
+class CaiWorkspace(RepoWorkspace):
     """A temp genesis-build workspace with the repo's specs plus ``model:caitest`` (CAI sections
     given by the test), driven through the real CLI."""
 
     def __init__(self, root: Path, tables: str, allow: list[Path] = ()) -> None:
-        import shutil
-
-        self.root = root
-        shutil.copytree(ROOT / "specs", root / "specs")
-        allow_line = f"allow_paths = {json.dumps([str(p) for p in allow])}\n" if allow else ""
-        (root / "genesis.toml").write_text('[workspace]\ndefault = "model:caitest"\n' + allow_line)
+        super().__init__(root, default="model:caitest", allow=allow)
         self.write_model(tables)
 
     def write_model(self, tables: str, top: str = 'constitution = "constitution:genesis"\nprompts = "prompts:builtin"\n') -> None:
@@ -80,36 +76,6 @@ class CaiWorkspace:
                     "\n[architecture]\nhidden_size = 32\nnum_layers = 2\nnum_heads = 4\nffn_size = 64\ncontext_length = 256\n"
                     "[training]\nglobal_batch_tokens = 1024\nsteps = 2\nlr = 1e-3\n")
         (self.root / "specs/model/caitest.toml").write_text(text)
-
-    def cli(self, *args: str, timeout: float = 600):
-        """Run the real CLI; returns the CompletedProcess."""
-        import os
-        import subprocess
-        import sys
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
-        env["PYTHONPATH"] = str(ROOT)
-        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def status(self, *targets: str) -> dict[str, dict]:
-        """``--dry-run --format json`` as {node: record}."""
-        r = self.cli("--dry-run", "--format", "json", *targets)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return {n["id"]: n for n in json.loads(r.stdout)}
-
-    def manifest(self, node: str) -> dict:
-        """Manifest of the cached object of ``node`` (looked up by its current key)."""
-        st = self.status(node)
-        rec = st[node]
-        key = rec["key"]
-        assert key, {n: (r["state"], r["reason"]) for n, r in st.items()}
-        return json.loads((self.root / "cache" / "objects" / key[:2] / key / "manifest.json").read_text())
-
-    def data(self, node: str) -> Path:
-        """Data dir of the cached object of ``node``."""
-        key = self.status(node)[node]["key"]
-        return self.root / "cache" / "objects" / key[:2] / key / "data"
 
     def objects(self) -> set[str]:
         """Keys of all published objects."""

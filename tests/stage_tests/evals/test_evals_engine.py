@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from evals_testlib import ROOT, SHARED_EVALS
+from evals_testlib import SHARED_EVALS
+from genesis_testlib import RepoWorkspace
 from test_report_render import write_metrics
 
 EVALS = """
@@ -46,31 +45,28 @@ evals = "evals:t"
 """
 
 
-class EvalWorkspace:
+class EvalWorkspace(RepoWorkspace):
+    """The repo's specs plus ``model:t`` and ``evals:t``, with the upstream stages stood in for."""
+
+    timeout = 900
+
     def __init__(self, root: Path, base: Path, aligned: Path, metrics: Path) -> None:
-        self.root = root
-        shutil.copytree(ROOT / "specs", root / "specs")  # every referenced spec is a real one
+        super().__init__(root, default="report:t", plugins=("stages", "evals_standins"),
+                         allow=(base, aligned, metrics.parent, SHARED_EVALS))
         shutil.copy(Path(__file__).parent / "evals_standins.py", root / "evals_standins.py")
-        allow = json.dumps([str(p) for p in (base, aligned, metrics.parent, SHARED_EVALS)])
-        (root / "genesis.toml").write_text(f'[workspace]\ndefault = "report:t"\nplugins = ["stages", "evals_standins"]\n'
-                                           f"allow_paths = {allow}\n")
-        (root / "specs" / "model" / "t.toml").write_text(MODEL)
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}, "PYTHONPATH": str(ROOT),
-                    "EVT_BASE": str(base), "EVT_ALIGNED": str(aligned), "EVT_METRICS": str(metrics)}
+        self.write("specs/model/t.toml", MODEL)
+        self.models = {"EVT_BASE": str(base), "EVT_ALIGNED": str(aligned), "EVT_METRICS": str(metrics)}
+
+    def extra_env(self) -> dict[str, str]:
+        """Where the stand-ins find the prebuilt models and the metrics log."""
+        return self.models
 
     def write_evals(self, hb_tokens: int = 6, xstest_path: str = "") -> None:
-        (self.root / "specs" / "evals" / "t.toml").write_text(EVALS.format(hb_tokens=hb_tokens, xstest_path=xstest_path))
+        """specs/evals/t.toml with the given HarmBench length and XSTest file."""
+        self.write("specs/evals/t.toml", EVALS.format(hb_tokens=hb_tokens, xstest_path=xstest_path))
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=self.env,
-                              capture_output=True, text=True, timeout=900)
-
-    def status(self, *targets: str) -> dict[str, dict]:
-        r = self.cli("--dry-run", "--format", "json", *targets)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return {n["id"]: n for n in json.loads(r.stdout)}
-
-    def manifest(self, link: str) -> dict:
+    def manifest_of_link(self, link: str) -> dict:
+        """The manifest of the object ``out/<link>`` points into."""
         return json.loads(((self.root / "out" / link).resolve().parent / "manifest.json").read_text())
 
 
@@ -93,7 +89,7 @@ def test_eval_and_report_through_the_engine(tmp_path: Path, eval_lm: Path, yes_l
     aligned = json.loads((ws.root / "out" / "eval:t__aligned" / "results.json").read_text())
     assert aligned["results"]["harmbench"]["asr"] == 1.0  # the stand-in "aligned" model answers "yes" to everything
     assert (ws.root / "out" / "eval:t__base" / "samples" / "xstest.jsonl").is_file()
-    m = ws.manifest("eval:t__base")
+    m = ws.manifest_of_link("eval:t__base")
     assert m["stats"]["reused"] == [] and "truthfulqa_mc1/acc" in m["stats"]
     html = (ws.root / "out" / "report:t" / "index.html").read_text()
     assert "First build of this target" in html and "resumed at step 15, 25" in html
@@ -109,7 +105,7 @@ def test_eval_and_report_through_the_engine(tmp_path: Path, eval_lm: Path, yes_l
     assert stale == {"eval-data:t/harmbench", "eval:t/base", "eval:t/instruct", "eval:t/aligned", "report:t"}
     r = ws.cli("report:t", "eval:t/base")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert ws.manifest("eval:t__base")["stats"]["reused"] == ["truthfulqa", "xstest", "engagement"]
+    assert ws.manifest_of_link("eval:t__base")["stats"]["reused"] == ["truthfulqa", "xstest", "engagement"]
     html = (ws.root / "out" / "report:t" / "index.html").read_text()
     assert "Compared with the build of" in html
     assert "eval-data:t/harmbench" in html and "<code>evals.harmbench.decoding.max_new_tokens</code></td><td>6</td><td>5</td>" in html

@@ -1,16 +1,10 @@
-"""Helpers for the instruct tests: a workspace with the repo's specs driven through the real CLI,
-and a hand-made Context for calling a stage's ``run`` directly."""
+"""Helpers for the instruct tests: a few dialogues, a JSONL writer and a hand-made Context for
+calling a stage's ``run`` directly (CLI workspaces: ``genesis_testlib.RepoWorkspace``)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-
-from tinylm import ROOT
 
 DIALOGUES = [
     [{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "2 + 2 = 4."}],
@@ -31,41 +25,6 @@ def write_jsonl(path: Path, conversations: list[list[dict]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations))
     return path
-
-
-class SpecWorkspace:
-    """A temp workspace with a copy of the repo's specs (plus what a test writes), driven through
-    the real CLI."""
-
-    def __init__(self, root: Path, default: str = "model:tiny") -> None:
-        self.root = root
-        shutil.copytree(ROOT / "specs", root / "specs")
-        (root / "genesis.toml").write_text(f'[workspace]\ndefault = "{default}"\nplugins = ["stages"]\n')
-
-    def write(self, rel: str, text: str) -> Path:
-        """Write a file under the workspace."""
-        p = self.root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-        return p
-
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        """The real ``genesis-build``."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
-        env["PYTHONPATH"] = str(ROOT)
-        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def status(self, *targets: str) -> dict[str, dict]:
-        """``--dry-run --format json`` by node id."""
-        r = self.cli("--dry-run", "--format", "json", *targets)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return {n["id"]: n for n in json.loads(r.stdout)}
-
-    def data(self, node: str) -> Path:
-        """The data dir of ``node``'s cached object."""
-        key = self.status(node)[node]["key"]
-        return self.root / "cache" / "objects" / key[:2] / key / "data"
 
 
 def context(ws: Path, spec, stage: str, out: Path, inputs: dict[str, Path], run_dir: Path | None = None,

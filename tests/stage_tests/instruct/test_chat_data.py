@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from instruct_testlib import DIALOGUES, SpecWorkspace, write_jsonl
+from genesis_testlib import RepoWorkspace
+from instruct_testlib import DIALOGUES, write_jsonl
 
 from stages.chat_lib.data import build, normalize, InvalidConversation
 from stages.chat_lib.spec import ChatSpec
@@ -94,7 +95,7 @@ def test_hub_sources_must_be_pinned() -> None:
 
 
 def test_cli_bad_row_and_bad_references_are_one_line_errors(tmp_path: Path) -> None:
-    ws = SpecWorkspace(tmp_path / "ws")
+    ws = RepoWorkspace(tmp_path / "ws")
     rows = [{"messages": c} for c in DIALOGUES[:3]] + [{"messages": [{"role": "user", "content": "q"},
                                                                       {"role": "assitant", "content": "a"}]}]
     ws.write("data/chat.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -127,7 +128,7 @@ def test_cli_bad_row_and_bad_references_are_one_line_errors(tmp_path: Path) -> N
 
 
 def test_cli_builds_the_builtin_set(tmp_path: Path) -> None:
-    ws = SpecWorkspace(tmp_path / "ws")
+    ws = RepoWorkspace(tmp_path / "ws")
     r = ws.cli("chat:builtin")
     assert r.returncode == 0, r.stdout + r.stderr
     data = ws.data("chat:builtin")

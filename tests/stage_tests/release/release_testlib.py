@@ -33,7 +33,7 @@ def compare_gguf(model_dir: Path, gguf_file: str) -> tuple[float, float]:
 # The end-to-end test's workspace (the repo's specs + ``model:e2e``, see tests/test_default_target_e2e.py)
 # with a [release] section and ``release:e2e`` as its default target, driven through the real CLI.
 
-from test_default_target_e2e import ROOT, Product  # noqa: E402 — tests/ is on sys.path (tests/conftest.py)
+from test_default_target_e2e import Product  # noqa: E402 — tests/ is on sys.path (tests/conftest.py)
 
 RELEASE_SECTION = """
 [release]
@@ -43,25 +43,20 @@ tags = ["tiny"]
 
 
 class ReleaseWorkspace(Product):
-    """``model:e2e`` with a release section; ``cli`` runs the real ``genesis-build`` there."""
+    """``model:e2e`` with a release section and ``release:e2e`` as the default target."""
+
+    drop_env = ("GENESIS_", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")
+    timeout = 2400
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         model = root / "specs/model/e2e.toml"
         model.write_text(model.read_text() + RELEASE_SECTION)
-        (root / "genesis.toml").write_text('[workspace]\ndefault = "release:e2e"\nplugins = ["stages"]\n')
+        self.write_config("release:e2e")
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 2400):
-        """Run ``genesis-build ARGS`` (GENESIS_* and HF token variables cleared, offline Hub home)."""
-        import os
-        import subprocess
-        import sys
-
-        drop = ("GENESIS_", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE")
-        full = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-        full.update({"PYTHONPATH": str(ROOT), "HF_HOME": str(self.root / "hf-home"), **(env or {})})
-        return subprocess.run([sys.executable, "-m", "genesis_build.cli", *args], cwd=self.root, env=full,
-                              capture_output=True, text=True, timeout=timeout)
+    def extra_env(self) -> dict[str, str]:
+        """An offline, empty Hub home: no token or cache of the machine leaks in."""
+        return {"HF_HOME": str(self.root / "hf-home")}
 
     def data(self, node: str) -> Path:
         """The data dir of the newest object of ``node``."""
@@ -69,11 +64,3 @@ class ReleaseWorkspace(Product):
         assert ms, f"{node} was never built"
         key = max(ms, key=lambda m: m["created"])["key"]
         return self.root / "cache/objects" / key[:2] / key / "data"
-
-    def status(self, *targets: str) -> dict[str, dict]:
-        """``--dry-run --format json`` by node id."""
-        import json
-
-        r = self.cli("--dry-run", "--format", "json", *targets)
-        assert r.returncode == 0, r.stdout + r.stderr
-        return {n["id"]: n for n in json.loads(r.stdout)}
