@@ -210,14 +210,15 @@ class Engine:
         order = list(nx.topological_sort(graph))
         memo = self.state.memo_keys(order)
         writes: list[tuple[str, str, str]] = []
+        blocked: set[str] = set()  # unresolved nodes and those downstream of one
         for nid in order:
             node = self.project.node(nid)
             inputs = self.project.input_ids(node)
             warnings = [w for w in [self.source_warning(node)] if w]
             describe = node.stage.node_describe(self.project.view(node.spec), node.part)
-            unresolved = [i for i in inputs.values() if out[i].state == UNRESOLVED or
-                          (out[i].state == WAITING and out[i].reasons[0].startswith("because unresolved"))]
+            unresolved = [i for i in inputs.values() if i in blocked]
             if unresolved:
+                blocked.add(nid)
                 out[nid] = NodeStatus(nid, node.stage.name, None, WAITING,
                                       [f"because unresolved input{'s' if len(unresolved) > 1 else ''} "
                                        f"{', '.join(unresolved[:2])}{' …' if len(unresolved) > 2 else ''} must be pinned first"],
@@ -232,6 +233,7 @@ class Engine:
             try:
                 key, material = self.node_key(node, input_digests, memo, writes)  # type: ignore[arg-type]
             except Unresolved as e:  # planned anyway: the build refuses with this message
+                blocked.add(nid)
                 out[nid] = NodeStatus(nid, node.stage.name, None, UNRESOLVED, [str(e)], list(inputs.values()),
                                       warnings=warnings, describe=describe)
                 continue

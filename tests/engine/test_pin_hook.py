@@ -34,6 +34,12 @@ def _describe(view, part):
 def pinned(ctx):
     """Write what the pin resolved."""
     (ctx.out / "got.json").write_text(json.dumps(ctx.external))
+
+
+@stage("after", version=1, kind="text", fields=("note",), inputs=lambda view, part: {"p": f"pinned:{view.name}"})
+def after(ctx):
+    """Downstream of a pinned node."""
+    (ctx.out / "x.txt").write_text("x")
 '''
 
 
@@ -50,9 +56,11 @@ def _calls(ws) -> int:
 
 
 def test_unresolved_plans_but_the_build_refuses_with_one_line(pin_ws) -> None:
-    st = pin_ws.status("pinned:demo")["pinned:demo"]
+    both = pin_ws.status("after:demo")
+    st = both["pinned:demo"]
     assert st["state"] == "unresolved" and st["key"] is None
     assert 'pin it: commit = "<sha>"' in st["reason"]
+    assert both["after:demo"]["state"] == "waiting" and "unresolved input pinned:demo" in both["after:demo"]["reason"]
     r = pin_ws.cli("pinned:demo")
     assert r.code == 2, r.out + r.err
     assert r.err.strip().count("\n") == 0 and "Traceback" not in r.err
