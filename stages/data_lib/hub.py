@@ -138,7 +138,7 @@ def _ask(src: Any, limit: float) -> HubInfo:
                  "`huggingface-cli login` / `hf auth login` (or set HF_TOKEN)")
     try:
         info = api.dataset_info(src.dataset, revision=rev, files_metadata=True, timeout=limit)
-        if info.gated:
+        if info.gated and hasattr(api, "auth_check"):  # auth_check: huggingface_hub >= 0.26
             api.auth_check(src.dataset, repo_type="dataset")
     except GatedRepoError:
         return HubInfo(src.dataset, rev, None, gated_msg, fatal=True)
