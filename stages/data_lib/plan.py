@@ -86,7 +86,7 @@ def estimate(view: Any, src: Any, info: "hub.HubInfo | None") -> Estimate:
         docs, size, origin = None, None, ""
     else:
         docs, size, origin = None, local_bytes(src, view.workspace), "file sizes"
-    if docs is None and stats.get("documents_read") and not src.max_documents:
+    if docs is None and stats.get("documents_read"):  # what the last build read (max_documents already applied)
         docs = int(stats["documents_read"])
     capped = False
     if src.max_documents and docs and docs > src.max_documents:
