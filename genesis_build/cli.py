@@ -355,10 +355,11 @@ def _render(console: Any, draw: Any) -> tuple[str, str]:
     return rec.export_text(styles=False), buf.getvalue()
 
 
-STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta"}
+STATE_STYLE = {"cached": "green", "stale": "yellow", "missing": "yellow", "waiting": "cyan", "forced": "magenta",
+               "unresolved": "red"}
 # "waiting" is in parentheses so the node id printed after the label does not read as one of its inputs
 STATE_LABEL = {"cached": "cached", "stale": "stale → will run", "missing": "will run", "waiting": "will run (after its inputs)",
-               "forced": "forced"}
+               "forced": "forced", "unresolved": "unresolved (a build refuses)"}
 
 
 def print_status_tree(console: Any, engine: Any, graph: Any, targets: list[str], status: dict[str, Any]) -> None:

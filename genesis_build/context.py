@@ -30,5 +30,5 @@ def make_context(payload: dict[str, Any], project: Project, progress: Callable[[
         out=Path(payload["out"]), inputs=inputs, files=[Path(f) for f in payload["files"]],
         workspace=Path(payload["workspace"]), cache_root=Path(payload["cache_root"]), key=payload["key"],
         run_dir=Path(payload["run_dir"]) if payload["run_dir"] else None, options=payload["options"],
-        progress_cb=progress, kind=spec.kind, resolver=project.resolve,
+        progress_cb=progress, kind=spec.kind, resolver=project.resolve, external=payload.get("external") or {},
     )

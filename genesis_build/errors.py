@@ -45,6 +45,15 @@ class FieldError(GenesisError):
         self.address = address
 
 
+class Unresolved(GenesisError):
+    """Raised by a stage's ``pin`` hook: key material outside the workspace cannot be resolved now
+    (a hub branch name while offline, a gated dataset without a token).
+
+    ``--dry-run`` shows the node as ``unresolved`` with this message; a build refuses before running
+    anything (exit 2). The message says how to fix it (e.g. pin ``revision = "<sha>"``).
+    """
+
+
 class BuildError(GenesisError):
     """A stage failed while running (its log holds the details)."""
 

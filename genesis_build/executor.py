@@ -28,13 +28,14 @@ from typing import Any
 
 from . import __version__
 from .cache import Cache, CorruptObject, ImmovableObject
-from .errors import DISK_FULL, DISK_FULL_EXIT, BuildError, GenesisError
+from .errors import DISK_FULL, DISK_FULL_EXIT, BuildError, GenesisError, Unresolved
 from .graph import Node, Project, describe_changes, trajectory_material
 from .keys import digest_json
 from .state import Refs, StateDB
 from .workspace import Workspace
 
 CACHED, STALE, MISSING, WAITING, FORCED = "cached", "stale", "missing", "waiting", "forced"
+UNRESOLVED = "unresolved"  # the stage's pin hook cannot resolve the node's outside material now (offline)
 REFS_FLUSH_S = 0.5  # how long a built object may wait to be recorded as a gc root (see _write_cache_ref)
 
 
@@ -93,6 +94,7 @@ class Engine:
     def __init__(self, ws: Workspace, console: Any = None) -> None:
         self.ws = ws
         self.project = Project(ws.root, ws.plugins, ws.allow_paths)
+        self.project.cache_root = ws.cache_dir  # hooks' view.lookup (planner rows from the last build)
         self.cache = Cache(ws.cache_dir)
         if self.cache.is_group_shared():
             os.umask(0o002)  # objects, locks and dirs we create stay usable by the group's other builders
@@ -208,18 +210,33 @@ class Engine:
         order = list(nx.topological_sort(graph))
         memo = self.state.memo_keys(order)
         writes: list[tuple[str, str, str]] = []
+        blocked: set[str] = set()  # unresolved nodes and those downstream of one
         for nid in order:
             node = self.project.node(nid)
             inputs = self.project.input_ids(node)
             warnings = [w for w in [self.source_warning(node)] if w]
-            describe = node.stage.describe(self.project.view(node.spec)) if node.stage.describe else []
+            describe = node.stage.node_describe(self.project.view(node.spec), node.part)
+            unresolved = [i for i in inputs.values() if i in blocked]
+            if unresolved:
+                blocked.add(nid)
+                out[nid] = NodeStatus(nid, node.stage.name, None, WAITING,
+                                      [f"because unresolved input{'s' if len(unresolved) > 1 else ''} "
+                                       f"{', '.join(unresolved[:2])}{' …' if len(unresolved) > 2 else ''} must be pinned first"],
+                                      list(inputs.values()), warnings=warnings, describe=describe)
+                continue
             pending = [i for i in inputs.values() if out[i].digest is None]
             if pending:
                 out[nid] = NodeStatus(nid, node.stage.name, None, WAITING, [_waiting_reason(pending)], list(inputs.values()),
                                       warnings=warnings, describe=describe)
                 continue
             input_digests = {n: out[i].digest for n, i in inputs.items()}
-            key, material = self.node_key(node, input_digests, memo, writes)  # type: ignore[arg-type]
+            try:
+                key, material = self.node_key(node, input_digests, memo, writes)  # type: ignore[arg-type]
+            except Unresolved as e:  # planned anyway: the build refuses with this message
+                blocked.add(nid)
+                out[nid] = NodeStatus(nid, node.stage.name, None, UNRESOLVED, [str(e)], list(inputs.values()),
+                                      warnings=warnings, describe=describe)
+                continue
             if nid in force:
                 why = "--force: fresh run from step 0" if node.stage.resumable else "--force"
                 st = NodeStatus(nid, node.stage.name, key, FORCED, [why], list(inputs.values()))
@@ -247,12 +264,25 @@ class Engine:
         return out
 
     # ---- build
+    def preflight(self, graph: Any) -> None:
+        """Resolve every node's ``pin`` material before anything runs or the cache is touched: a hub
+        branch that cannot be pinned offline, a missing or gated dataset fails the build in its first
+        second with the stage's one-line message, never after other nodes ran for hours."""
+        for nid in sorted(graph.nodes):
+            node = self.project.node(nid)
+            if node.stage.pin:
+                try:
+                    self.project.pinned(node)
+                except Unresolved as e:
+                    raise Unresolved(f"{nid}: {e}") from None
+
     def build(self, graph: Any, targets: list[str], jobs: int = 1, keep_going: bool = False,
               force: set[str] = frozenset(), options: dict[str, Any] | None = None,
               ui: "Any" = None) -> list[NodeResult]:
         """Run what is not cached, in dependency order; returns one result per node."""
         import networkx as nx
 
+        self.preflight(graph)
         self.cache.ensure()
         self.cache.clean_tmp()
         options = options or {}
@@ -463,6 +493,7 @@ class Engine:
             "files": [str(p) for _, p in self.project.file_inputs(node)], "cache_root": str(self.cache.root),
             "key": key, "run_dir": str(run_dir) if run_dir else None, "options": options,
             "stats_path": str(tmp / "stats.json"), "error_path": str(tmp / "error.json"),
+            "external": material.get("external", {}),
         }
         variant = self.project.specs.overrides.payload_for(node.spec.address) if self.project.specs.overrides else None
         if variant:
@@ -495,6 +526,8 @@ class Engine:
                 "genesis_build": __version__, "python": sys.version.split()[0], "git_commit": git,
                 "created": time.time(), "options": options, "stats": stats, "schema": material["schema"],
             }
+            if material.get("external"):  # what the pin hook resolved (a hub commit sha): in the key, shown here
+                manifest["external"] = material["external"]
             if variant:  # run metadata, not key material: which --set variant built this object
                 manifest["variant"] = {"spec": node.spec.address, "overrides": {o[0]: o[3] for o in variant}}
             return self.cache.publish(tmp, key, manifest)

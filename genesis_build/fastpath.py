@@ -176,8 +176,9 @@ class Recorder:
 
     @property
     def active(self) -> bool:
-        """True when these arguments can be answered by the fast path."""
-        return self.args is not None
+        """True when these arguments can be answered by the fast path; never for a graph with pin
+        material (a hub commit): it lies outside the files whose stat signatures the record checks."""
+        return self.args is not None and not self.engine.project.has_pins()
 
     def add_graph(self, graph: Any) -> None:
         """Stat the graph's file inputs and the directories their globs listed (before the status)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import KEY_SCHEMA
-from .errors import FieldError, TargetError, did_you_mean
+from .errors import FieldError, TargetError, Unresolved, did_you_mean
 from .specs import Spec, SpecStore
 from .stage import SpecView, Stage, get_stage, kinds, node_id, parse_node_id, stages
 
@@ -65,6 +65,8 @@ class Project:
         self.plugins = plugins
         self.specs = SpecStore(root, kinds())
         self._nodes: dict[str, Node] = {}
+        self._pins: dict[str, dict[str, Any] | Unresolved] = {}  # node → its stage's pin material
+        self.cache_root: Path | None = None  # the engine's cache: hooks' view.lookup reads last builds
         self.watched_dirs: set[str] = set()  # dirs whose listing a glob/dir input depends on
 
     # ---- targets
@@ -154,7 +156,7 @@ class Project:
 
     def view(self, spec: Spec) -> SpecView:
         """The read-only view of a spec that stage hooks get."""
-        return SpecView(spec.model, spec.address, self.root, self.resolve)
+        return SpecView(spec.model, spec.address, self.root, self.resolve, self.cache_root)
 
     def expand(self, targets: list[str]) -> Any:
         """The DiGraph (edges input → consumer) of everything the targets need."""
@@ -328,9 +330,27 @@ class Project:
                 if child.is_dir():
                     self.watched_dirs.add(str(child))
 
+    def pinned(self, node: Node) -> dict[str, Any]:
+        """The stage's ``pin`` material of ``node`` (what it reads from outside the workspace, e.g. a
+        hub dataset's commit sha), computed once per command and memoised, an ``Unresolved`` too:
+        the hook may ask the network, and status, keys and the build all need it."""
+        if node.id not in self._pins:
+            try:
+                self._pins[node.id] = node.stage.node_pin(self.view(node.spec), node.part)
+            except Unresolved as e:
+                self._pins[node.id] = e
+        got = self._pins[node.id]
+        if isinstance(got, Unresolved):
+            raise got
+        return got
+
+    def has_pins(self) -> bool:
+        """Whether any node computed so far has pin material (or could not resolve it)."""
+        return any(v for v in self._pins.values())
+
     def key_material(self, node: Node, input_digests: dict[str, str], file_digests: dict[str, str]) -> dict[str, Any]:
-        """Everything the node's key is made of."""
-        return {
+        """Everything the node's key is made of (raises ``Unresolved`` when its ``pin`` cannot be resolved)."""
+        material = {
             "schema": KEY_SCHEMA,
             "stage": node.stage.name,
             "version": node.stage.version,
@@ -339,6 +359,10 @@ class Project:
             "inputs": input_digests,
             "files": file_digests,
         }
+        pinned = self.pinned(node) if node.stage.pin else {}
+        if pinned:  # only then: the keys of every stage without pins stay what they were
+            material["external"] = pinned
+        return material
 
 
 def trajectory_material(material: dict[str, Any], exclude: tuple[str, ...], kind: str) -> dict[str, Any]:
@@ -416,6 +440,10 @@ def describe_changes(old: dict[str, Any] | None, new: dict[str, Any], limit: int
             reasons.append(f"spec field {k} added")
         elif fo[k] != fn[k]:
             reasons.append(f"spec field {k} changed {_change(fo[k], fn[k])}")
+    eo, en = flatten(old.get("external", {})), flatten(new.get("external", {}))
+    for k in sorted(eo.keys() | en.keys()):
+        if eo.get(k) != en.get(k):  # a pinned outside thing moved (a hub branch now at another commit)
+            reasons.append(f"external {k} changed {_change(eo.get(k), en.get(k))}")
     oi, ni = old.get("inputs", {}), new.get("inputs", {})
     for k in sorted(oi.keys() | ni.keys()):
         if oi.get(k) != ni.get(k):

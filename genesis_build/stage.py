@@ -5,7 +5,7 @@ A *stage* reads one kind: node ``<stage>:<name>[/<part>]`` runs the stage on spe
 Its key is built from the values of exactly the spec ``fields`` it declares, its ``version``, the
 output digests of its ``inputs`` and the content digests of its ``files``.
 
-Hooks (``inputs``, ``parts``, ``files``, ``check``, ``describe``) get a read-only :class:`SpecView`
+Hooks (``inputs``, ``parts``, ``files``, ``check``, ``describe``, ``pin``) get a read-only :class:`SpecView`
 (the spec, its name, ``resolve``, the workspace root); ``run`` gets a :class:`Context`. Plugin CLI
 commands (``serve``, ``probe`` …) register with :func:`command`. The reference is docs/stage-api.md.
 
@@ -59,6 +59,7 @@ class SpecView:
     address: str  # kind:name
     workspace: Path
     resolver: Callable[[str], Any] = field(repr=False, compare=False)
+    cache_root: Path | None = field(default=None, repr=False, compare=False)  # set by the engine: for lookup
 
     @property
     def kind(self) -> str:
@@ -73,6 +74,13 @@ class SpecView:
     def resolve(self, address: str) -> Any:
         """The validated pydantic spec ``kind:name`` of the same workspace; a bad reference raises SpecError."""
         return self.resolver(address)
+
+    def lookup(self, node: str) -> "InputRef | None":
+        """The object ``node`` last built in this workspace (read-only; None when never built, no
+        longer cached, or the view has no cache): e.g. a planner row's throughput measured last time."""
+        if self.cache_root is None:
+            return None
+        return lookup_object(self.workspace, self.cache_root, node)
 
     @classmethod
     def of(cls, spec: Any, address: str, workspace: Path | str = ".",
@@ -121,8 +129,12 @@ class Stage:
     files: Callable[[SpecView, str | None], list[str]] | None = None
     # view -> None; raise FieldError for problems pydantic cannot see (other specs via view.resolve)
     check: Callable[[SpecView], None] | None = None
-    # view -> [(label, value)] rows shown under the node by --dry-run (e.g. a planner)
-    describe: Callable[[SpecView], list[tuple[str, str]]] | None = None
+    # view -> [(label, value)] rows shown under the node by --dry-run (e.g. a planner); a describe
+    # taking two parameters gets (view, part), so a fanned-out stage describes each part
+    describe: Callable[..., list[tuple[str, str]]] | None = None
+    # (view, part) -> extra key material from outside the workspace (a hub dataset's commit sha),
+    # computed once per command; raises errors.Unresolved when it cannot be resolved now (offline)
+    pin: Callable[[SpecView, str | None], dict[str, Any]] | None = None
     heavy: bool = False  # run in a subprocess
     resumable: bool = False
     trajectory_exclude: tuple[str, ...] = ()
@@ -145,6 +157,23 @@ class Stage:
     def node_files(self, view: SpecView, part: str | None) -> list[str]:
         """File inputs (paths or globs) whose content goes into the key."""
         return list(self.files(view, part)) if self.files else []
+
+    def node_describe(self, view: SpecView, part: str | None) -> list[tuple[str, str]]:
+        """The ``--dry-run`` rows of one node: ``describe(view, part)`` when it takes two parameters,
+        else ``describe(view)`` (the same rows for every part)."""
+        if self.describe is None:
+            return []
+        import inspect
+
+        try:
+            n = len(inspect.signature(self.describe).parameters)
+        except (TypeError, ValueError):
+            n = 1
+        return list(self.describe(view, part) if n >= 2 else self.describe(view))
+
+    def node_pin(self, view: SpecView, part: str | None) -> dict[str, Any]:
+        """Extra key material from outside the workspace (``pin``), or ``{}``."""
+        return dict(self.pin(view, part) or {}) if self.pin else {}
 
 
 _KINDS: dict[str, Kind] = {}
@@ -172,7 +201,8 @@ def stage(
     select: Callable[[dict[str, Any], str | None], dict[str, Any]] | None = None,
     files: Callable[[SpecView, str | None], list[str]] | None = None,
     check: Callable[[SpecView], None] | None = None,
-    describe: Callable[[SpecView], list[tuple[str, str]]] | None = None,
+    describe: Callable[..., list[tuple[str, str]]] | None = None,
+    pin: Callable[[SpecView, str | None], dict[str, Any]] | None = None,
     heavy: bool = False,
     resumable: bool = False,
     trajectory_exclude: Iterable[str] = (),
@@ -202,6 +232,7 @@ def stage(
             files=files,
             check=check,
             describe=describe,
+            pin=pin,
             heavy=heavy,
             resumable=resumable,
             trajectory_exclude=tuple(trajectory_exclude),
@@ -354,6 +385,9 @@ class Context:
     kind: str = ""  # the spec kind (``model``); "" in a hand-built Context: then taken from the node's stage
     # set by the engine; a Context built by hand (tests) falls back to the specs and cache of ``workspace``
     resolver: Callable[[str], Any] | None = field(default=None, repr=False)
+    # what the stage's ``pin`` hook resolved for this node (in its key): read these, not the spec's
+    # unresolved names (a hub branch), so the run reads exactly what the key promises
+    external: dict[str, Any] = field(default_factory=dict)
     _stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -365,7 +399,7 @@ class Context:
     @property
     def view(self) -> SpecView:
         """The node's spec as the hooks saw it (so ``run`` can call the same helpers)."""
-        return SpecView(self.spec, self.address, self.workspace, self.resolve)
+        return SpecView(self.spec, self.address, self.workspace, self.resolve, self.cache_root)
 
     def resolve(self, address: str) -> Any:
         """The validated pydantic spec ``kind:name`` of this workspace (``extends`` merged): the same

@@ -168,6 +168,8 @@ def check_corpus(view: SpecView) -> None:
                 p = view.workspace / p
             if not p.exists():
                 raise FieldError(f"sources.{i}.path", f"source {src.name!r}: {shown} does not exist")
+            if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):  # found now, not hours into a build
+                raise FieldError(f"sources.{i}.path", f"source {src.name!r}: {shown} is not readable (permissions)")
             if src.type == "disk" and not p.is_dir():
                 raise FieldError(f"sources.{i}.path", f"source {src.name!r}: {shown} is not a directory "
                                  "(type 'disk' reads a datasets save_to_disk directory)")
@@ -198,7 +200,28 @@ def _describe(view: SpecView) -> list[tuple[str, str]]:
     mix = ", ".join(f"{s.name} ({s.type}, {s.language}) ×{s.weight:g}" for s in spec.sources)
     v = spec.validation
     return [("sources", mix), ("validation", f"{v.fraction:.2%} of documents, at least {v.min_documents}"),
-            ("seed", str(spec.seed))]
+            ("seed", str(spec.seed)), *_total_rows(view)]
+
+
+def _total_rows(view: SpecView) -> list[tuple[str, str]]:
+    """The sources' summed size (those whose size is known) and reading time at their measured rates
+    (one source after another: ``-j N`` divides it by up to N)."""
+    from stages.data_lib import hub
+    from stages.data_lib.plan import estimate, fmt_bytes, fmt_count, fmt_duration
+
+    spec: CorpusSpec = view.spec
+    infos = hub.resolve(spec.sources, view.workspace)
+    ests = [estimate(view, s, infos.get(s.name)) for s in spec.sources]
+    known = [e for e in ests if e.bytes is not None]
+    if not known:
+        return [("size", "unknown (no source size known yet)")]
+    total = sum(e.bytes or 0 for e in known)
+    size = f"{fmt_bytes(total)}, ≈{fmt_count(total / 4)} tokens (sum of {len(known)} of {len(ests)} sources)"
+    etas = [e.eta_s for e in ests]
+    eta = (f"{fmt_duration(sum(etas))} one source after another (measured rates)"  # type: ignore[arg-type]
+           if all(t is not None for t in etas) else f"unknown until every source was built once "
+           f"({sum(t is not None for t in etas)} of {len(ests)} measured)")
+    return [("size", size), ("ETA", eta)]
 
 
 @stage("corpus", version=1, kind="corpus", select=_mixture_select, check=check_corpus, describe=_describe, heavy=True,

@@ -2,13 +2,16 @@
 mixture stage are in ``stages/corpus.py``, whose docstring describes both).
 
 Reads the source's documents, cleans, filters and drops exact duplicates; its key holds only that
-source's entry and the content of its files, so editing one source reruns only that node.
+source's entry and the content of its files, so editing one source reruns only that node. A hub
+source's key also holds the commit its ``revision`` points at (the ``pin`` hook, resolved once per
+command by ``stages/data_lib/hub.py``), and the run reads exactly that commit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from genesis_build.errors import Unresolved
 from genesis_build.stage import Context, SpecView, stage
 
 from stages.corpus import check_corpus
@@ -32,13 +35,55 @@ def _source_files(view: SpecView, part: str | None) -> list[str]:
     return view.spec.source(part).patterns() if part else []
 
 
+def _hub_info(view: SpecView, part: str | None) -> "Any":
+    from stages.data_lib import hub
+
+    if part is None or not hub.is_hub_id(view.spec.source(part), view.workspace):
+        return None
+    # all of the corpus's hub sources at once (one round trip for 12), memoised per process
+    return hub.resolve(view.spec.sources, view.workspace).get(part)
+
+
+def _source_pin(view: SpecView, part: str | None) -> dict[str, Any]:
+    """The commit a hub source's ``revision`` points at (key material), or Unresolved: offline with a
+    branch name, a missing dataset or revision, a gated dataset this machine cannot read. The build
+    runs this for every source before any runs (the preflight), a --dry-run marks the node."""
+    info = _hub_info(view, part)
+    if info is None:
+        return {}
+    if info.problem and (info.fatal or info.sha is None):
+        if info.fatal:
+            raise Unresolved(f"source {part!r}: {info.problem}")
+        raise Unresolved(f"source {part!r}: revision {info.revision!r} of {info.dataset} cannot be pinned to a commit "
+                         f"({info.problem}); pin it in specs/{view.kind}/{view.name}.toml: revision = \"<sha>\" "
+                         f"(an online `genesis-build --dry-run {view.kind}:{view.name}` shows the sha)")
+    return {"hub_sha": info.sha}
+
+
+def _source_describe(view: SpecView, part: str | None) -> list[tuple[str, str]]:
+    """Planner rows: the pinned commit, documents / bytes / tokens, measured MB/s and ETA."""
+    from stages.data_lib.plan import estimate, pin_row, size_rows
+
+    if part is None:
+        return []
+    src = view.spec.source(part)
+    info = _hub_info(view, part)
+    rows = [r for r in [pin_row(src, info)] if r]
+    return rows + size_rows(estimate(view, src, info), src)
+
+
 @stage("corpus-source", version=1, kind="corpus", parts=_source_parts, select=_source_select,
-       files=_source_files, check=check_corpus, heavy=True)
+       files=_source_files, check=check_corpus, describe=_source_describe, pin=_source_pin, heavy=True)
 def corpus_source(ctx: Context) -> None:
     """Read, clean, filter and dedup one corpus source."""
     from stages.data_lib.ingest import build_source
 
     src = ctx.spec.source(ctx.part)
+    if ctx.external.get("hub_sha"):  # read the commit the key holds, not wherever the branch is now
+        src = src.model_copy(update={"revision": ctx.external["hub_sha"]})
     index = next(i for i, s in enumerate(ctx.spec.sources) if s.name == ctx.part)
     stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress)
-    ctx.stats(**stats)
+    # input bytes (files) for the planner's MB/s next time; run metadata only, never in the output digest
+    input_bytes = sum(f.stat().st_size for f in ctx.files if f.is_file())
+    ctx.stats(**stats, **({"input_bytes": input_bytes} if input_bytes else {}),
+              **({"hub_sha": ctx.external["hub_sha"]} if ctx.external.get("hub_sha") else {}))
