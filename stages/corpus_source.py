@@ -32,13 +32,22 @@ def _source_files(view: SpecView, part: str | None) -> list[str]:
     return view.spec.source(part).patterns() if part else []
 
 
+# resumable: finished shards are kept in the run dir. Its identity leaves out the file digests
+# ("@files"): each shard is identified by its own files (path, size, mtime), so after fixing one bad
+# file the rerun keeps every other file's shards.
 @stage("corpus-source", version=1, kind="corpus", parts=_source_parts, select=_source_select,
-       files=_source_files, check=check_corpus, heavy=True)
+       files=_source_files, check=check_corpus, heavy=True, resumable=True, trajectory_exclude=("@files",))
 def corpus_source(ctx: Context) -> None:
-    """Read, clean, filter and dedup one corpus source."""
+    """Read, clean, filter and dedup one corpus source (sharded over worker processes, resumable)."""
     from stages.data_lib.ingest import build_source
+    from stages.data_lib.shards import ShardStore, resolve_workers
 
     src = ctx.spec.source(ctx.part)
     index = next(i for i, s in enumerate(ctx.spec.sources) if s.name == ctx.part)
-    stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress)
-    ctx.stats(**stats)
+    assert ctx.run_dir is not None  # resumable: the engine always gives one
+    if ctx.options.get("fresh_run"):  # --force: read everything again
+        ShardStore(ctx.run_dir / "shards").clear()
+    run: dict = {}
+    stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress, run_dir=ctx.run_dir,
+                         workers=resolve_workers(ctx.spec.workers), shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
+    ctx.stats(**stats, run=run)
