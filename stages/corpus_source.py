@@ -45,8 +45,10 @@ def corpus_source(ctx: Context) -> None:
     src = ctx.spec.source(ctx.part)
     index = next(i for i, s in enumerate(ctx.spec.sources) if s.name == ctx.part)
     assert ctx.run_dir is not None  # resumable: the engine always gives one
+    store = ShardStore(ctx.run_dir / "shards")
+    store.sweep_temps()  # half-written shards of a killed run: the engine's run-dir lock says none is still writing
     if ctx.options.get("fresh_run"):  # --force: read everything again
-        ShardStore(ctx.run_dir / "shards").clear()
+        store.clear()
     run: dict = {}
     stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress, run_dir=ctx.run_dir,
                          workers=resolve_workers(ctx.spec.workers), shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)

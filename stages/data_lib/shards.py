@@ -12,7 +12,7 @@ each by temp file + rename, so a kill leaves either a complete shard or none. A 
 the source's reader/filter settings and, per piece, the file's workspace-relative path, size,
 mtime and range: a file edited in place (new size or mtime) gets new ids, the others keep theirs,
 so the rerun after fixing one bad file redoes only that file's shards. This module is stdlib +
-pyarrow only (``ingest`` imports it; it imports nothing from ``ingest``).
+xxhash only (``ingest`` imports it; it imports nothing from ``ingest``).
 """
 
 from __future__ import annotations
@@ -132,6 +132,11 @@ class ShardStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, rec)
+
+    def sweep_temps(self) -> None:
+        """Remove temp files of shards a killed run was writing (call only while holding the run dir)."""
+        for f in self.root.glob("*.tmp*"):
+            f.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Forget every finished shard (``--force``: a fresh run)."""
