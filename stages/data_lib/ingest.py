@@ -528,8 +528,10 @@ def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: 
     store = ShardStore((run_dir / "shards") if run_dir is not None else tmp_root)
     try:
         records, redone = _run_shards(src, shards, store, workspace, where, workers, progress, log)
+        t_merge = time.time()
         tables = [pa.ipc.open_file(pa.memory_map(str(store.paths(s.ident)[0]))).read_all() for s in shards]
         table, cross_dups = _merge(tables, src.filters.dedup, out / DOCS_FILE)
+        merge_secs = time.time() - t_merge
         del tables
         stats = _source_stats(src, files, records, table, cross_dups, where)
         del table
@@ -543,7 +545,7 @@ def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: 
     if run_info is not None:  # for the manifest only: out/stats.json is in the output digest
         in_bytes = sum(s.nbytes for s in shards)
         run_info.update(shards=len(shards), shards_redone=redone, shards_reused=len(shards) - redone, workers=workers,
-                        seconds=round(secs, 3), input_mb_per_s=round(in_bytes / secs / 1e6, 2) if secs > 0 and in_bytes else None)
+                        seconds=round(secs, 3), merge_seconds=round(merge_secs, 3), input_mb_per_s=round(in_bytes / secs / 1e6, 2) if secs > 0 and in_bytes else None)
     return stats
 
 
