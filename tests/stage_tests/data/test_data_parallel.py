@@ -222,3 +222,13 @@ def test_tokenization_is_byte_identical_for_any_thread_count(tmp_path: Path) -> 
         assert p.returncode == 0, p.stderr
         trees.append(d.tree_bytes(tmp_path / f"t{n}"))
     assert trees[0] == trees[1] and any(k.endswith(".bin") for k in trees[0])
+
+
+def test_truncated_parquet_names_the_file(tmp_path: Path) -> None:
+    _write_inputs(tmp_path)
+    f = tmp_path / "p" / "a.parquet"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # the footer (schema, row groups) is gone
+    with pytest.raises(GenesisError) as e:
+        _build(tmp_path, tmp_path / "o", "p", workers=2)
+    msg = str(e.value)
+    assert "\n" not in msg and "p/a.parquet is not a readable Parquet file" in msg, msg
