@@ -258,8 +258,10 @@ def open_hub(src: Any, where: str) -> Any:
 def hub_shards(src: Any, where: str) -> int:
     """How many shards a hub stream splits into (``IterableDataset.n_shards``: its data files);
     1 for a non-streamed dataset, which is read by one worker."""
+    if not src.streaming:  # do not load (download) a whole dataset just to learn it is one shard
+        return 1
     ds = open_hub(src, where)
-    return max(1, int(getattr(ds, "n_shards", 1) or 1)) if src.streaming else 1
+    return max(1, int(getattr(ds, "n_shards", 1) or 1))
 
 
 def read_hub(src: Any, where: str, shard: tuple[int, int] | None = None) -> Iterator[Doc]:
