@@ -365,12 +365,20 @@ class Project:
         return material
 
 
+FILES_EXCLUDE = "@files"  # in trajectory_exclude: file input digests are not part of the run dir's identity
+
+
 def trajectory_material(material: dict[str, Any], exclude: tuple[str, ...], kind: str) -> dict[str, Any]:
-    """Key material minus fields that only extend a run (``training.steps``)."""
+    """Key material minus fields that only extend a run (``training.steps``); with ``@files`` also
+    minus the file digests (a stage that checks its inputs per item keeps its run dir across edits)."""
     spec = {}
     for k, v in material["spec"].items():
         spec[k] = v
+    if FILES_EXCLUDE in exclude:
+        material = {**material, "files": {}}
     for path in exclude:
+        if path == FILES_EXCLUDE:
+            continue
         full = f"{kind}.{path}"
         for k in list(spec):
             if full == k:

@@ -135,6 +135,11 @@ class CorpusSpec(SourcesSpec):
     validation: Validation = Validation()
     shard_documents: int = Field(100_000, gt=0)  # documents per output arrow file
     sources: list[Source] = Field(min_length=1)
+    # Execution only, in no key (the output bytes are the same for any value): worker processes per
+    # source (default: all cores; env GENESIS_DATA_WORKERS overrides) and the input size of one shard,
+    # the unit of parallel work and of resume after a kill.
+    workers: int | None = Field(None, ge=1)
+    shard_mb: float = Field(64.0, gt=0)
 
     def source(self, name: str) -> Source:
         """The source called ``name``."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +22,7 @@ import pyarrow as pa
 
 from genesis_build.errors import GenesisError
 
+from .shards import DEFAULT_SHARD_MB, Piece, Shard, ShardStore, die_with_parent, pack
 from .text import Filter
 
 DOCS_FILE = "docs.arrow"
@@ -87,33 +91,85 @@ def read_text_files(files: list[Path], src: Any, where: str, workspace: Path) ->
         yield _decode(_read_bytes(f, origin, where), origin, where), src.language, origin
 
 
-def _lines(path: Path, origin: str, where: str) -> Iterator[bytes]:
-    """Raw lines of a (possibly gzipped) file, streamed: a JSONL file may be larger than memory."""
+def _line_base(path: Path, start: int) -> int:
+    """Lines before the first line that byte range ``start`` reads (see ``_lines``) of a plain file:
+    counted only when an error needs a line number."""
+    n = 0
+    last = b"\n"
+    with open(path, "rb") as f:
+        left = start
+        while left > 0 and (chunk := f.read(min(left, 1 << 24))):
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+            last = chunk[-1:]
+    return n + (last != b"\n")  # the line running through `start` was skipped: it counts too
+
+
+def _lines(path: Path, rel: str, where: str, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+    """Raw lines of a (possibly gzipped) file, streamed: a JSONL file may be larger than memory.
+
+    With a byte range (plain files only) the lines that *start* in ``[start, stop)``: a range that
+    begins mid-line skips to the next line and its last line runs past ``stop`` to its end, so
+    consecutive ranges together read every line exactly once.
+    """
     try:
         f = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
     except OSError as e:
-        raise SourceError(f"{where}: cannot read {origin}: {e.strerror or e}") from None
+        raise SourceError(f"{where}: cannot read {rel}: {e.strerror or e}") from None
+    n = 0
     try:
         with f:
-            yield from f
-    except (OSError, EOFError) as e:
-        raise SourceError(f"{where}: cannot read {origin}: {getattr(e, 'strerror', None) or e}") from None
+            if start > 0:
+                f.seek(start - 1)
+                f.readline()  # the line running through `start` belongs to the previous range
+            pos = f.tell()
+            while stop is None or pos < stop:
+                line = f.readline()
+                if not line:
+                    break
+                n += 1
+                pos += len(line)
+                yield line
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        at = f"{rel}:{n + 1 + (_line_base(path, start) if start else 0)}"
+        damaged = " (truncated or damaged gzip)" if path.suffix == ".gz" else ""
+        raise SourceError(f"{where}: cannot read {at}: {getattr(e, 'strerror', None) or e}{damaged}") from None
 
 
-def read_jsonl(files: list[Path], src: Any, where: str, workspace: Path) -> Iterator[Doc]:
-    """One document per JSON line (``.jsonl`` or ``.jsonl.gz``); blank lines are skipped."""
+def read_jsonl(files: list[Path], src: Any, where: str, workspace: Path,
+               ranges: list[tuple[int, int | None]] | None = None) -> Iterator[Doc]:
+    """One document per JSON line (``.jsonl`` or ``.jsonl.gz``); blank lines are skipped.
+
+    ``ranges`` (one per file) reads only the lines starting in that byte range (see ``_lines``).
+    """
     tf, lf = src.text_field, src.language_field
-    for f in files:
+    loads = json.loads
+    for k, f in enumerate(files):
         rel = _rel(f, workspace)
-        for n, raw in enumerate(_lines(f, rel, where), 1):
-            origin = f"{rel}:{n}"
-            line = _decode(raw, origin, where)
+        start, stop = ranges[k] if ranges else (0, None)
+        base: list[int] = []  # lines before `start`, counted lazily: only error messages need it
+
+        def at(n: int, f: Path = f, start: int = start, rel: str = rel, base: list[int] = base) -> str:
+            if start and not base:
+                base.append(_line_base(f, start))
+            return f"{rel}:{n + (base[0] if base else 0)}"
+
+        for n, raw in enumerate(_lines(f, rel, where, start, stop), 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                line = _decode(raw, at(n), where)  # raises, naming the byte and its offset
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = loads(line)
             except json.JSONDecodeError as e:
-                raise SourceError(f"{where}: {origin}: not valid JSON ({e.msg}); every line must be one object") from None
+                raise SourceError(f"{where}: {at(n)}: not valid JSON ({e.msg}); every line must be one object") from None
+            if type(rec) is dict and type(rec.get(tf)) is str and (lf is None or lf in rec):
+                # the common case, without formatting an origin string per document
+                yield rec[tf], (str(rec[lf]) if lf else src.language), rel
+                continue
+            origin = at(n)
             body = _as_text(_field(rec, tf, origin, where, "text_field"), origin, where, tf)
             lang = str(_field(rec, lf, origin, where, "language_field")) if lf else src.language
             yield body, lang, origin
@@ -125,26 +181,34 @@ def _check_columns(names: list[str], src: Any, origin: str, where: str) -> None:
             raise SourceError(f"{where}: {origin} has no column {field!r} ({label}); columns: {', '.join(names)}")
 
 
-def read_parquet(files: list[Path], src: Any, where: str, workspace: Path) -> Iterator[Doc]:
-    """Rows of Parquet files, reading only the text (and language) columns."""
+def read_parquet(files: list[Path], src: Any, where: str, workspace: Path,
+                 ranges: list[tuple[int, int | None]] | None = None) -> Iterator[Doc]:
+    """Rows of Parquet files, reading only the text (and language) columns; ``ranges`` (one per
+    file) reads only row groups ``[start, stop)``."""
     import pyarrow.parquet as pq
 
     cols = [src.text_field] + ([src.language_field] if src.language_field else [])
-    for f in files:
+    for k, f in enumerate(files):
         rel = _rel(f, workspace)
         try:
             pf = pq.ParquetFile(f)
         except (OSError, pa.ArrowException) as e:
             raise SourceError(f"{where}: {rel} is not a readable Parquet file: {e}") from None
         _check_columns(pf.schema_arrow.names, src, rel, where)
-        row = 0
-        for batch in pf.iter_batches(columns=cols, batch_size=BATCH_DOCS):
-            texts = batch.column(0).to_pylist()
-            langs = batch.column(1).to_pylist() if src.language_field else [src.language] * len(texts)
-            for t, lang in zip(texts, langs):
-                origin = f"{rel} row {row}"
-                yield _as_text(t, origin, where, src.text_field), str(lang), origin
-                row += 1
+        n_groups = pf.metadata.num_row_groups
+        start, stop = ranges[k] if ranges else (0, None)
+        groups = list(range(start, n_groups if stop is None else min(stop, n_groups)))
+        row = sum(pf.metadata.row_group(g).num_rows for g in range(start))
+        try:
+            for batch in pf.iter_batches(columns=cols, batch_size=BATCH_DOCS, row_groups=groups):
+                texts = batch.column(0).to_pylist()
+                langs = batch.column(1).to_pylist() if src.language_field else [src.language] * len(texts)
+                for t, lang in zip(texts, langs):
+                    origin = f"{rel} row {row}"
+                    yield _as_text(t, origin, where, src.text_field), str(lang), origin
+                    row += 1
+        except (OSError, pa.ArrowException) as e:
+            raise SourceError(f"{where}: {rel} row {row}: cannot read this Parquet data: {e}") from None
 
 
 def _iter_dataset(ds: Any, src: Any, label: str, where: str) -> Iterator[Doc]:
@@ -173,7 +237,7 @@ def read_disk(path: Path, src: Any, where: str, workspace: Path) -> Iterator[Doc
     yield from _iter_dataset(ds.select_columns(cols), src, rel, where)
 
 
-def read_hub(src: Any, where: str) -> Iterator[Doc]:
+def open_hub(src: Any, where: str) -> Any:
     """``datasets.load_dataset(dataset, config, split=…, revision=…, streaming=…)``.
 
     Works with a hub id (needs network) or a local dataset directory/script path; streaming writes
@@ -188,10 +252,30 @@ def read_hub(src: Any, where: str) -> Iterator[Doc]:
         raise SourceError(f"{where}: cannot load dataset {src.dataset!r}"
                           f"{f' config {src.config!r}' if src.config else ''} split {src.split!r}: "
                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return ds
+
+
+def hub_shards(src: Any, where: str) -> int:
+    """How many shards a hub stream splits into (``IterableDataset.n_shards``: its data files);
+    1 for a non-streamed dataset, which is read by one worker."""
+    if not src.streaming:  # do not load (download) a whole dataset just to learn it is one shard
+        return 1
+    ds = open_hub(src, where)
+    return max(1, int(getattr(ds, "n_shards", 1) or 1))
+
+
+def read_hub(src: Any, where: str, shard: tuple[int, int] | None = None) -> Iterator[Doc]:
+    """The documents of a hub (or local) dataset; ``shard=(i, n)``: only ``IterableDataset.shard(n, i)``,
+    contiguous, so shards 0…n-1 in order read the stream's documents in its own order."""
+    ds = open_hub(src, where)
+    label = src.dataset
+    if shard is not None and shard[1] > 1:
+        ds = ds.shard(num_shards=shard[1], index=shard[0])
+        label = f"{src.dataset} shard {shard[0]}/{shard[1]}"
     names = list(ds.features) if getattr(ds, "features", None) else None
     if names is not None:
         _check_columns(names, src, src.dataset, where)
-    yield from _iter_dataset(ds, src, src.dataset, where)
+    yield from _iter_dataset(ds, src, label, where)
 
 
 def read_pydoc_topics(files: list[Path], src: Any, where: str, workspace: Path) -> Iterator[Doc]:
@@ -236,6 +320,111 @@ def iter_documents(src: Any, files: list[Path], workspace: Path, where: str) -> 
     raise SourceError(f"{where}: unknown source type {src.type!r}")
 
 
+def plan_shards(src: Any, files: list[Path], workspace: Path, where: str, shard_bytes: int) -> list[Shard]:
+    """Split the source into shards (see ``shards.py``); boundaries never depend on the worker count.
+
+    Plain ``.jsonl`` files larger than a shard are cut into byte ranges and Parquet files into
+    row-group ranges, so one big file still spreads over every worker; ``.gz`` files, text files
+    and small files are whole pieces, packed in order. A hub stream gives one shard per
+    ``IterableDataset`` shard; ``disk`` and ``pydoc-topics`` sources are one shard.
+    ``max_documents`` (read the first N) makes the source one shard: where the N-th document falls
+    is only known by reading in order.
+    """
+    settings = {k: v for k, v in src.model_dump(mode="json").items() if k != "weight"}
+    if src.type == "hub":
+        n = 1 if src.max_documents is not None else hub_shards(src, where)
+        return pack([Piece("", i, n, 1) for i in range(n)], 1, settings, workspace)
+    if src.type in ("disk", "pydoc-topics") or src.max_documents is not None:
+        return pack([Piece(str(f), 0, None, 0) for f in files] or [Piece("", 0, None, 0)], 1 << 62, settings, workspace)
+    pieces: list[Piece] = []
+    for f in files:
+        try:
+            size = f.stat().st_size
+        except OSError as e:
+            raise SourceError(f"{where}: cannot read {_rel(f, workspace)}: {e.strerror or e}") from None
+        if src.type == "jsonl" and f.suffix != ".gz" and size > shard_bytes:
+            pieces += [Piece(str(f), a, min(a + shard_bytes, size), min(shard_bytes, size - a))
+                       for a in range(0, size, shard_bytes)]
+        elif src.type == "parquet":
+            pieces += _parquet_pieces(f, size, shard_bytes, where, workspace)
+        else:
+            pieces.append(Piece(str(f), 0, None, size))
+    return pack(pieces, shard_bytes, settings, workspace)
+
+
+def _parquet_pieces(f: Path, size: int, shard_bytes: int, where: str, workspace: Path) -> list[Piece]:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(f).metadata
+    except (OSError, pa.ArrowException) as e:
+        raise SourceError(f"{where}: {_rel(f, workspace)} is not a readable Parquet file: {e}") from None
+    n = meta.num_row_groups
+    if n <= 1 or size <= shard_bytes:
+        return [Piece(str(f), 0, None, size)]
+    out, a, acc = [], 0, 0
+    for g in range(n):
+        rg = meta.row_group(g)
+        # bytes on disk (the shard size measures input read), from the column chunks' compressed sizes
+        acc += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns)) or rg.total_byte_size
+        if acc >= shard_bytes or g == n - 1:
+            out.append(Piece(str(f), a, g + 1, acc))
+            a, acc = g + 1, 0
+    return out
+
+
+def _shard_documents(src: Any, shard: Shard, workspace: Path, where: str) -> Iterator[Doc]:
+    files = [Path(p.file) for p in shard.pieces]
+    ranges = [(p.start, p.stop) for p in shard.pieces]
+    if src.type == "jsonl":
+        return read_jsonl(files, src, where, workspace, ranges)
+    if src.type == "parquet":
+        return read_parquet(files, src, where, workspace, ranges)
+    if src.type == "hub":
+        p = shard.pieces[0]
+        return read_hub(src, where, (p.start, p.stop or 1))
+    return iter_documents(src, [f for f in files if str(f)], workspace, where)
+
+
+def run_shard(src: Any, shard: Shard, workspace: Path, where: str, store_root: Path) -> dict[str, Any]:
+    """Read, clean, filter and dedup one shard into the store; returns its record.
+
+    Runs in a worker process. A bad input comes back as ``{"error": message}`` (one line naming
+    file and line) rather than an exception, so nothing depends on pickling exception types.
+    """
+    store = ShardStore(store_root)
+    docs_path, _ = store.paths(shard.ident)
+    tmp = docs_path.with_name(f"{docs_path.name}.tmp{os.getpid()}")
+    flt = Filter.from_spec(src.filters)
+    writer = DocsWriter(tmp)
+    read = kept = 0
+    read_languages: Counter[str] = Counter()
+    try:
+        for text, lang, _origin in _shard_documents(src, shard, workspace, where):
+            if src.max_documents is not None and read >= src.max_documents:
+                break
+            read += 1
+            read_languages[lang] += 1
+            res = flt.apply(text, lang)
+            if res is not None:
+                writer.add(res[0], lang, res[1], res[2])
+                kept += 1
+        writer.close()
+    except SourceError as e:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        return {"error": str(e)}
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, docs_path)
+    record = {"index": shard.index, "read": read, "kept": kept, "dropped": dict(flt.counts),
+              "read_languages": dict(read_languages)}
+    store.put_record(shard.ident, record)
+    return record
+
+
 class DocsWriter:
     """Streams kept documents into an Arrow IPC file in bounded batches."""
 
@@ -267,53 +456,182 @@ class DocsWriter:
         self.sink.close()
 
 
+def _batch_ends(char_lengths: list[int]) -> list[int]:
+    """Record-batch boundaries exactly as :class:`DocsWriter` cuts them (``BATCH_DOCS`` documents or
+    ``BATCH_BYTES`` characters), so a merged file has the same bytes as a one-pass write."""
+    ends, n, pending = [], 0, 0
+    for i, c in enumerate(char_lengths):
+        n += 1
+        pending += c
+        if n >= BATCH_DOCS or pending >= BATCH_BYTES:
+            ends.append(i + 1)
+            n = pending = 0
+    if n:
+        ends.append(len(char_lengths))
+    return ends
+
+
+def _merge(tables: list[pa.Table], dedup: bool, out_path: Path) -> tuple[pa.Table, int]:
+    """Concatenate the shards in order, drop documents an earlier shard already kept (each shard is
+    deduplicated inside), write ``docs.arrow``; returns (kept table, cross-shard duplicates)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    dups = 0
+    if dedup and len(tables) > 1 and table.num_rows:
+        hi = table["h_hi"].to_numpy().astype(np.uint64)
+        lo = table["h_lo"].to_numpy().astype(np.uint64)
+        keys = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
+        _, first = np.unique(keys, return_index=True)  # the first occurrence in shard order wins
+        if len(first) < table.num_rows:
+            mask = np.zeros(table.num_rows, dtype=bool)
+            mask[first] = True
+            dups = int(table.num_rows - len(first))
+            table = table.filter(pa.array(mask))
+    lengths = pc.utf8_length(table["text"]).to_numpy(zero_copy_only=False).tolist() if table.num_rows else []
+    with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as w:
+        a = 0
+        for b in _batch_ends(lengths):
+            cols = [pa.concat_arrays(table.column(c).slice(a, b - a).chunks) if table.column(c).num_chunks != 1
+                    else table.column(c).chunk(0).slice(a, b - a) for c in range(table.num_columns)]
+            # the IPC writer rebases a sliced string column's offsets: same bytes as a batch built from lists
+            w.write_batch(pa.record_batch(cols, schema=SCHEMA))
+            a = b
+    return table, dups
+
+
 def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: Path, node: str,
-                 progress: Callable[..., None]) -> dict[str, Any]:
-    """Clean, filter and dedup one source into ``out/docs.arrow``; returns its statistics."""
+                 progress: Callable[..., None], *, run_dir: Path | None = None, workers: int | None = None,
+                 shard_mb: float = DEFAULT_SHARD_MB, log: Callable[[str], None] | None = None,
+                 run_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Clean, filter and dedup one source into ``out/docs.arrow`` (+ ``stats.json``); returns its statistics.
+
+    The source is split into shards (:func:`plan_shards`) that ``workers`` processes read in
+    parallel; every decision about a document depends only on the document (and, for dedup, on the
+    documents before it in source order), so the output bytes are the same for any worker count.
+    Finished shards are kept under ``run_dir`` (the node's run directory) and reused by the next
+    run: after a kill only unfinished shards are read again. Without ``run_dir`` (tests, scripts)
+    a temporary directory is used and removed. ``run_info`` (if given) receives the run's metadata
+    (shards, shards redone and reused, workers, seconds, MB/s): manifest material, never output bytes.
+    """
     where = f"{node}: source {src.name!r} (sources[{index}])"
-    flt = Filter.from_spec(src.filters)
-    writer = DocsWriter(out / DOCS_FILE)
-    read = kept = kept_bytes = 0
-    languages: Counter[str] = Counter()
-    read_languages: Counter[str] = Counter()  # before filters, for the language-filter hint
-    t0 = last = time.time()
+    if src.type in ("text", "jsonl", "parquet", "pydoc-topics") and not files:
+        pattern = src.path if src.path is not None else src.glob
+        raise SourceError(f"{where}: {pattern} matches no file")
+    files = sorted(files)
+    workers = max(1, workers or 1)
+    shard_bytes = max(1, int(shard_mb * (1 << 20)))
+    t0 = time.time()
+    shards = plan_shards(src, files, workspace, where, shard_bytes)
+    tmp_root = None
+    if run_dir is None:
+        tmp_root = Path(tempfile.mkdtemp(prefix=".shards-", dir=out.parent))
+    store = ShardStore((run_dir / "shards") if run_dir is not None else tmp_root)
     try:
-        for text, lang, _origin in iter_documents(src, sorted(files), workspace, where):
-            if src.max_documents is not None and read >= src.max_documents:
-                break
-            read += 1
-            read_languages[lang] += 1
-            res = flt.apply(text, lang)
-            if res is not None:
-                body, hi, lo = res
-                writer.add(body, lang, hi, lo)
-                kept += 1
-                kept_bytes += len(body.encode("utf-8", "surrogatepass"))
-                languages[lang] += 1
-            now = time.time()
-            if now - last > 0.5:
-                last = now
-                progress(read, src.max_documents, desc=f"{src.name}: read", kept=kept, docs_per_s=round(read / (now - t0)))
+        records, redone = _run_shards(src, shards, store, workspace, where, workers, progress, log)
+        t_merge = time.time()
+        tables = [pa.ipc.open_file(pa.memory_map(str(store.paths(s.ident)[0]))).read_all() for s in shards]
+        table, cross_dups = _merge(tables, src.filters.dedup, out / DOCS_FILE)
+        merge_secs = time.time() - t_merge
+        del tables
+        stats = _source_stats(src, files, records, table, cross_dups, where)
+        del table
     finally:
-        writer.close()
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    secs = time.time() - t0
+    read = stats["documents_read"]
+    progress(read, read, desc=f"{src.name}: done", kept=stats["documents"])
+    if run_info is not None:  # for the manifest only: out/stats.json is in the output digest
+        in_bytes = sum(s.nbytes for s in shards)
+        run_info.update(shards=len(shards), shards_redone=redone, shards_reused=len(shards) - redone, workers=workers,
+                        seconds=round(secs, 3), merge_seconds=round(merge_secs, 3), input_mb_per_s=round(in_bytes / secs / 1e6, 2) if secs > 0 and in_bytes else None)
+    return stats
+
+
+def _run_shards(src: Any, shards: list[Shard], store: ShardStore, workspace: Path, where: str, workers: int,
+                progress: Callable[..., None], log: Callable[[str], None] | None) -> tuple[list[dict[str, Any]], int]:
+    """Records of every shard in order, running the unfinished ones on ``workers`` processes;
+    returns (records, how many shards ran)."""
+    records: dict[int, dict[str, Any]] = {}
+    todo = []
+    for s in shards:
+        rec = store.get(s.ident)
+        if rec is not None:
+            records[s.index] = rec
+        else:
+            todo.append(s)
+    if log:
+        log(f"{src.name}: {len(shards)} shards, {len(shards) - len(todo)} finished earlier, {len(todo)} to run "
+            f"on {min(workers, max(1, len(todo)))} worker(s)")
+    total_bytes = sum(s.nbytes for s in shards) or None
+    done_bytes = sum(s.nbytes for s in shards if s.index in records)
+    t0 = time.time()
+
+    def finished(s: Shard, rec: dict[str, Any]) -> None:
+        nonlocal done_bytes
+        if "error" in rec:
+            raise SourceError(rec["error"])
+        records[s.index] = rec
+        done_bytes += s.nbytes
+        if log:
+            log(f"{src.name}: shard {s.index + 1}/{len(shards)} done ({rec['read']} read, {rec['kept']} kept)")
+        progress(done_bytes if total_bytes else len(records), total_bytes or len(shards), desc=f"{src.name}: read",
+                 shards=f"{len(records)}/{len(shards)}", mb_per_s=round((done_bytes / 1e6) / max(time.time() - t0, 1e-9), 1))
+
+    if workers <= 1 or len(todo) <= 1:
+        for s in todo:  # in process: no pool to start, and the order is the source's
+            finished(s, run_shard(src, s, workspace, where, store.root))
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        # fork: the workers share the parent's imports (pyarrow, xxhash); spawn would re-import them per worker
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=die_with_parent)
+        try:
+            pending = {pool.submit(run_shard, src, s, workspace, where, store.root): s for s in todo}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: pending[f].index):
+                    finished(pending.pop(fut), fut.result())
+        finally:
+            # on an error or Ctrl-C: start no new shard; those running finish and stay in the store
+            pool.shutdown(wait=True, cancel_futures=True)
+    return [records[s.index] for s in shards], len(todo)
+
+
+def _source_stats(src: Any, files: list[Path], records: list[dict[str, Any]], table: pa.Table, cross_dups: int,
+                  where: str) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
+    read = sum(r["read"] for r in records)
+    dropped: Counter[str] = Counter({k: 0 for k in records[0]["dropped"]} if records else {})
+    read_languages: Counter[str] = Counter()
+    for r in records:
+        dropped.update(r["dropped"])
+        read_languages.update(r["read_languages"])
+    dropped["duplicate"] += cross_dups
+    kept = table.num_rows
     if kept == 0:
-        dropped = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in flt.counts.items() if n) or "none dropped"
+        shown = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in dropped.items() if n) or "none dropped"
         hint = ""
-        if flt.counts["language"]:
-            hint = f"; filters.languages is {flt.languages} but the documents are tagged {sorted(read_languages)}"
-        raise SourceError(f"{where}: no documents left after filters ({read} read: {dropped}){hint}"
+        if dropped.get("language"):
+            hint = f"; filters.languages is {list(src.filters.languages or [])} but the documents are tagged {sorted(read_languages)}"
+        raise SourceError(f"{where}: no documents left after filters ({read} read: {shown}){hint}"
                           if read else f"{where}: the source holds no documents")
-    candidates = kept + flt.counts["duplicate"]
-    stats = {
+    kept_bytes = int(pc.sum(pc.binary_length(table["text"].cast(pa.binary()))).as_py() or 0)
+    languages = {k["values"]: k["counts"] for k in pc.value_counts(table["language"]).to_pylist()}
+    candidates = kept + dropped["duplicate"]
+    return {
         "source": src.name,
         "files": len(files),
         "documents_read": read,
         "documents": kept,
         "bytes": kept_bytes,
-        "dropped": dict(flt.counts),
-        "dup_rate": round(flt.counts["duplicate"] / candidates, 6) if candidates else 0.0,
+        "dropped": dict(dropped),
+        "dup_rate": round(dropped["duplicate"] / candidates, 6) if candidates else 0.0,
         "languages": dict(sorted(languages.items())),
     }
-    (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
-    progress(read, read, desc=f"{src.name}: done", kept=kept)
-    return stats

@@ -4,7 +4,8 @@ Sizes come from what planning can see without reading content: file sizes for lo
 hub's dataset info for hub sources (``hub.resolve``). Documents are known from the dataset card, or
 from the last build of the node (its manifest's ``documents_read``). Tokens are estimated at
 ≈ 4 bytes per token (BPE on web text). Throughput is the last build's measured MB/s of the node
-(input bytes over wall time); the ETA divides the size by it.
+(input bytes over ingestion time, and per worker; a resumed build's figure is not used) and the ETA
+divides the size by it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Estimate:
     size_from: str  # "file sizes" | "dataset card" | "file sizes (hub)" | ""
     mb_per_s: float | None  # the last build's measured throughput
     capped: bool = False  # max_documents cut the size
+    workers: int | None = None  # worker processes of the build that measured mb_per_s
 
     @property
     def tokens(self) -> int | None:
@@ -93,12 +95,16 @@ def estimate(view: Any, src: Any, info: "hub.HubInfo | None") -> Estimate:
         if size is not None:
             size = int(size * src.max_documents / docs)
         docs, capped = src.max_documents, True
-    rate = None
-    wall = (manifest or {}).get("wall_time_s")
-    read = stats.get("input_bytes") or stats.get("bytes")
-    if wall and read:
-        rate = read / 1e6 / max(float(wall), 1e-3)
-    return Estimate(docs, size, origin if size is not None else "", rate, capped)
+    rate, workers = None, None
+    run = stats.get("run") or {}
+    if run.get("input_mb_per_s") and not run.get("shards_reused"):  # a resumed build's rate counts reused shards
+        rate, workers = float(run["input_mb_per_s"]), run.get("workers")
+    else:
+        wall = (manifest or {}).get("wall_time_s")
+        read = stats.get("input_bytes") or stats.get("bytes")
+        if wall and read:
+            rate = read / 1e6 / max(float(wall), 1e-3)
+    return Estimate(docs, size, origin if size is not None else "", rate, capped, workers)
 
 
 def fmt_bytes(n: float) -> str:
@@ -158,7 +164,9 @@ def size_rows(est: Estimate, src: Any) -> list[tuple[str, str]]:
     rows = [("size", ", ".join(parts) + origin)]
     if est.mb_per_s:
         eta = f", ETA {fmt_duration(est.eta_s)}" if est.eta_s is not None else ""
-        rows.append(("speed", f"{est.mb_per_s:.1f} MB/s (last build){eta}"))
+        per = (f" with {est.workers} workers, {est.mb_per_s / est.workers:.1f} MB/s per worker" if est.workers and est.workers > 1
+               else " with 1 worker" if est.workers == 1 else "")
+        rows.append(("speed", f"{est.mb_per_s:.1f} MB/s{per} (last build){eta}"))
     else:
         rows.append(("speed", "not measured yet (no earlier build of this source)"))
     return rows

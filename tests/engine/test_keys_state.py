@@ -69,3 +69,16 @@ def test_corrupt_state_db_is_moved_aside(tmp_path: Path) -> None:
     p.write_text("x")
     assert len(db.digest(p)) == 32
     assert list(tmp_path.glob("state.db.corrupt-*"))
+
+
+def test_trajectory_can_leave_out_file_digests() -> None:
+    from genesis_build.graph import trajectory_material
+
+    def material(steps: int, digest: str) -> dict:
+        return {"stage": "s", "spec": {"model.training": {"steps": steps, "lr": 1}}, "files": {"a.txt": digest}, "inputs": {}}
+
+    plain = lambda m: digest_json(trajectory_material(m, ("training.steps",), "model"))  # noqa: E731
+    no_files = lambda m: digest_json(trajectory_material(m, ("training.steps", "@files"), "model"))  # noqa: E731
+    assert plain(material(1, "x")) == plain(material(2, "x")) != plain(material(1, "y"))
+    assert no_files(material(1, "x")) == no_files(material(2, "y"))
+    assert no_files(material(1, "x")) != plain(material(1, "x"))

@@ -64,3 +64,30 @@ def test_hash_separates_different_texts(a: str, b: str) -> None:
     assert doc_hash(a) != doc_hash(b)
     hi, lo = doc_hash(a)
     assert 0 <= hi < 2**64 and 0 <= lo < 2**64
+
+
+def _reference_clean(text: str, whitespace: str) -> str:
+    """clean_text as first written (every whitespace run substituted, no fast paths): the faster
+    version must give the same text, or every corpus key and output would silently change."""
+    import re
+
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", text)
+    if whitespace == "collapse":
+        text = re.sub(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+", " ", text)
+        text = re.sub(r"^ ", "", text, flags=re.M)
+    text = re.sub(r"[ \t]+$", "", text, flags=re.M)
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    text = re.sub(r"\A(?:[ \t]*\n)+", "", text)
+    return text.rstrip()
+
+
+def test_fast_paths_clean_exactly_like_the_reference() -> None:
+    import random
+
+    rng = random.Random(7)
+    alphabet = ["a", "b", " ", "  ", "\t", "\n", "\r\n", "\r", "\u00a0", "\u2003", "\u3000", "\x07", " \n", "\t\n", "\n\n\n"]
+    for _ in range(20000):
+        t = "".join(rng.choices(alphabet, k=rng.randint(0, 25)))
+        for ws in ("lines", "collapse"):
+            assert clean_text(t, "none", ws) == _reference_clean(t, ws), (repr(t), ws)
