@@ -212,7 +212,8 @@ def _total_rows(view: SpecView) -> list[tuple[str, str]]:
     """The sources' summed size (those whose size is known) and reading time at their measured rates
     (one source after another: ``-j N`` divides it by up to N)."""
     from stages.data_lib import hub
-    from stages.data_lib.plan import estimate, fmt_bytes, fmt_count, fmt_duration
+    from stages.data_lib.plan import estimate, fmt_bytes
+    from stages.training.planner import duration, human
 
     spec: CorpusSpec = view.spec
     infos = hub.resolve(spec.sources, view.workspace)
@@ -221,9 +222,9 @@ def _total_rows(view: SpecView) -> list[tuple[str, str]]:
     if not known:
         return [("size", "unknown (no source size known yet)")]
     total = sum(e.bytes or 0 for e in known)
-    size = f"{fmt_bytes(total)}, ≈{fmt_count(total / 4)} tokens (sum of {len(known)} of {len(ests)} sources)"
+    size = f"{fmt_bytes(total)}, ≈{human(total / 4)} tokens (sum of {len(known)} of {len(ests)} sources)"
     etas = [e.eta_s for e in ests]
-    eta = (f"{fmt_duration(sum(etas))} one source after another (measured rates)"  # type: ignore[arg-type]
+    eta = (f"{duration(sum(etas))} one source after another (measured rates)"  # type: ignore[arg-type]
            if all(t is not None for t in etas) else f"unknown until every source was built once "
            f"({sum(t is not None for t in etas)} of {len(ests)} measured)")
     return [("size", size), ("ETA", eta)]

@@ -61,8 +61,7 @@ def _describe(view: SpecView) -> list[tuple[str, str]]:
         vocab = getattr(view.resolve(view.spec.tokenizer), "vocab_size", None)
     except GenesisError:
         return rows
-    from stages.cai_lib.estimate import duration
-    from stages.training.planner import flops_per_token, human
+    from stages.training.planner import duration, flops_per_token, human
 
     tokens = ins.steps * ins.batch_size * ins.max_len
     world = par.nproc_per_node * par.nnodes

@@ -54,19 +54,10 @@ def generation_estimate(arch: Any, params: int, tokens: int, max_new: int, batch
     return {"hf_s": tokens / hf_rate, "vllm_s": tokens / v_rate, "hf_tok_s": hf_rate, "vllm_tok_s": v_rate}
 
 
-def duration(s: float) -> str:
-    """Seconds as "42 s", "17 min" or "3.2 h"."""
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
 def cai_generation_rows(spec: Any, parallel: Any, vocab: int | None) -> list[tuple[str, str]]:
     """``--dry-run`` rows for ``cai-generate``: generated tokens and the HF vs vLLM time ESTIMATE
     (GPU parallel specs only; on CPU see the measured times in docs/instruct.md)."""
-    from stages.training.planner import param_counts
+    from stages.training.planner import duration, param_counts
 
     cai = spec.cai
     if cai.num_prompts is None or getattr(parallel, "backend", "auto") == "gloo":

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stages.training.planner import duration, human
+
 from . import hub
 
 BYTES_PER_TOKEN = 4.0  # rough BPE average on web text and code; a plan, not a measurement
@@ -116,25 +118,6 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def fmt_count(n: float) -> str:
-    """``2.5M``."""
-    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{n:.0f}"
-
-
-def fmt_duration(s: float) -> str:
-    """``3 h 20 min``."""
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{s / 60:.0f} min"
-    if s < 86400:
-        return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
-    return f"{s / 86400:.1f} days"
-
-
 def pin_row(src: Any, info: "hub.HubInfo | None") -> tuple[str, str] | None:
     """The ``revision`` row of a hub source: the resolved sha, or why it is unpinned."""
     if info is None:
@@ -152,18 +135,18 @@ def size_rows(est: Estimate, src: Any) -> list[tuple[str, str]]:
     """Documents / bytes / tokens, throughput and ETA rows of one source."""
     parts = []
     if est.documents is not None:
-        parts.append(f"{fmt_count(est.documents)} documents")
+        parts.append(f"{human(est.documents)} documents")
     elif src.max_documents:
-        parts.append(f"≤ {fmt_count(src.max_documents)} documents")
+        parts.append(f"≤ {human(src.max_documents)} documents")
     if est.bytes is not None:
         parts.append(fmt_bytes(est.bytes))
-        parts.append(f"≈{fmt_count(est.tokens or 0)} tokens")
+        parts.append(f"≈{human(est.tokens or 0)} tokens")
     if not parts:
         parts.append("unknown (no size information offline)" if src.type == "hub" else "unknown")
     origin = f" ({est.size_from}{', max_documents' if est.capped else ''})" if est.size_from else ""
     rows = [("size", ", ".join(parts) + origin)]
     if est.mb_per_s:
-        eta = f", ETA {fmt_duration(est.eta_s)}" if est.eta_s is not None else ""
+        eta = f", ETA {duration(est.eta_s)}" if est.eta_s is not None else ""
         per = (f" with {est.workers} workers, {est.mb_per_s / est.workers:.1f} MB/s per worker" if est.workers and est.workers > 1
                else " with 1 worker" if est.workers == 1 else "")
         rows.append(("speed", f"{est.mb_per_s:.1f} MB/s{per} (last build){eta}"))

@@ -78,7 +78,8 @@ def _gib(b: float) -> str:
     return f"{b / GIB:.2f} GiB"
 
 
-def _duration(s: float) -> str:
+def duration(s: float) -> str:
+    """Seconds as "42 s", "17.5 min", "3.2 h" or "4.1 days": planner ETAs of every stage."""
     if s < 120:
         return f"{s:.0f} s"
     if s < 7200:
@@ -146,7 +147,7 @@ def plan(model_spec: Any, parallel_spec: Any, vocab_size: int | None) -> list[tu
         source = f"{par.peak_tflops_per_device:g} TFLOP/s × {world} × MFU {par.mfu_guess:g}"
     if tok_s:
         rows.append(("throughput", f"{human(tok_s)} tokens/s ({source})"))
-        rows.append(("ETA", f"{_duration(total_tokens / tok_s)} for {steps:,} steps "
+        rows.append(("ETA", f"{duration(total_tokens / tok_s)} for {steps:,} steps "
                             f"({tr.global_batch_tokens / tok_s:.2f} s/step)"))
     else:
         rows.append(("ETA", "unknown: set tokens_per_second or peak_tflops_per_device in the parallel spec"))

@@ -167,8 +167,8 @@ def test_dry_run_pins_branches_to_shas_once_per_process_and_shows_sizes(ws: d.Cl
     assert web["state"] == code["state"] == "missing" and web["key"] and code["key"]
     assert details(web)["revision"] == f'main → {SHA_A} (pin it: revision = "{SHA_A}")'
     # the card's split size, cut to max_documents; ≈4 bytes a token
-    assert details(web)["size"] == "500 documents, 2.0 MB, ≈500.0k tokens (dataset card, max_documents)"
-    assert details(code)["size"] == "8.0 kB, ≈2.0k tokens (file sizes)"  # python/* only
+    assert details(web)["size"] == "500 documents, 2.0 MB, ≈500.00K tokens (dataset card, max_documents)"
+    assert details(code)["size"] == "8.0 kB, ≈2.00K tokens (file sizes)"  # python/* only
     assert details(st["corpus-source:t/local"])["size"].endswith("(file sizes)")
     assert "sum of 3 of 3 sources" in details(st["corpus:t"])["size"]
     # 3 source nodes + the mixture's rows + keys: each hub source asked once in the process
