@@ -81,21 +81,16 @@ def _source_describe(view: SpecView, part: str | None) -> list[tuple[str, str]]:
 def corpus_source(ctx: Context) -> None:
     """Read, clean, filter and dedup one corpus source (sharded over worker processes, resumable)."""
     from stages.data_lib.ingest import build_source
-    from stages.data_lib.shards import ShardStore, resolve_workers
+    from stages.data_lib.shards import resolve_workers
 
     src = ctx.spec.source(ctx.part)
     if ctx.external.get("hub_sha"):  # read the commit the key holds, not wherever the branch is now
         src = src.model_copy(update={"revision": ctx.external["hub_sha"]})
     index = next(i for i, s in enumerate(ctx.spec.sources) if s.name == ctx.part)
     assert ctx.run_dir is not None  # resumable: the engine always gives one
-    store = ShardStore(ctx.run_dir / "shards")
-    store.sweep_temps()  # half-written shards of a killed run: the engine's run-dir lock says none is still writing
-    if ctx.options.get("fresh_run"):  # --force: read everything again
-        store.clear()
     run: dict = {}
     stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress, run_dir=ctx.run_dir,
-                         workers=resolve_workers(ctx.spec.workers), shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
-    # input bytes (files) and the pinned commit: run metadata for the planner, never in the output digest
-    input_bytes = sum(f.stat().st_size for f in ctx.files if f.is_file())
-    ctx.stats(**stats, run=run, **({"input_bytes": input_bytes} if input_bytes else {}),
-              **({"hub_sha": ctx.external["hub_sha"]} if ctx.external.get("hub_sha") else {}))
+                         fresh=bool(ctx.options.get("fresh_run")), workers=resolve_workers(ctx.spec.workers),
+                         shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
+    # the run (shards, workers, MB/s: the planner's speed row) and the pinned commit: manifest only
+    ctx.stats(**stats, run=run, **({"hub_sha": ctx.external["hub_sha"]} if ctx.external.get("hub_sha") else {}))

@@ -502,7 +502,8 @@ def _merge(tables: list[pa.Table], dedup: bool, out_path: Path) -> tuple[pa.Tabl
 
 
 def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: Path, node: str,
-                 progress: Callable[..., None], *, run_dir: Path | None = None, workers: int | None = None,
+                 progress: Callable[..., None], *, run_dir: Path | None = None, fresh: bool = False,
+                 workers: int | None = None,
                  shard_mb: float = DEFAULT_SHARD_MB, log: Callable[[str], None] | None = None,
                  run_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Clean, filter and dedup one source into ``out/docs.arrow`` (+ ``stats.json``); returns its statistics.
@@ -510,9 +511,10 @@ def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: 
     The source is split into shards (:func:`plan_shards`) that ``workers`` processes read in
     parallel; every decision about a document depends only on the document (and, for dedup, on the
     documents before it in source order), so the output bytes are the same for any worker count.
-    Finished shards are kept under ``run_dir`` (the node's run directory) and reused by the next
-    run: after a kill only unfinished shards are read again. Without ``run_dir`` (tests, scripts)
-    a temporary directory is used and removed. ``run_info`` (if given) receives the run's metadata
+    Finished shards are kept under ``run_dir`` (the node's run directory; the caller holds its lock)
+    and reused by the next run: after a kill only unfinished shards are read again; ``fresh``
+    (``--force``) forgets them first. Without ``run_dir`` (tests, scripts) a temporary directory is
+    used and removed. ``run_info`` (if given) receives the run's metadata
     (shards, shards redone and reused, workers, seconds, MB/s): manifest material, never output bytes.
     """
     where = f"{node}: source {src.name!r} (sources[{index}])"
@@ -528,6 +530,9 @@ def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: 
     if run_dir is None:
         tmp_root = Path(tempfile.mkdtemp(prefix=".shards-", dir=out.parent))
     store = ShardStore((run_dir / "shards") if run_dir is not None else tmp_root)
+    store.sweep_temps()  # half-written shards of a killed run: the run-dir lock says none is still writing
+    if fresh:
+        store.clear()
     try:
         records, redone = _run_shards(src, shards, store, workspace, where, workers, progress, log)
         t_merge = time.time()
@@ -545,9 +550,11 @@ def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: 
     read = stats["documents_read"]
     progress(read, read, desc=f"{src.name}: done", kept=stats["documents"])
     if run_info is not None:  # for the manifest only: out/stats.json is in the output digest
-        in_bytes = sum(s.nbytes for s in shards)
+        # input bytes are the files' sizes; a hub stream's size is unknown here (its pieces count 1 each)
+        in_bytes = sum(s.nbytes for s in shards) if src.type != "hub" else None
         run_info.update(shards=len(shards), shards_redone=redone, shards_reused=len(shards) - redone, workers=workers,
-                        seconds=round(secs, 3), merge_seconds=round(merge_secs, 3), input_mb_per_s=round(in_bytes / secs / 1e6, 2) if secs > 0 and in_bytes else None)
+                        seconds=round(secs, 3), merge_seconds=round(merge_secs, 3), input_bytes=in_bytes,
+                        input_mb_per_s=in_bytes / secs / 1e6 if secs > 0 and in_bytes else None)
     return stats
 
 

@@ -99,13 +99,13 @@ def estimate(view: Any, src: Any, info: "hub.HubInfo | None") -> Estimate:
         docs, capped = src.max_documents, True
     rate, workers = None, None
     run = stats.get("run") or {}
-    if run.get("input_mb_per_s") and not run.get("shards_reused"):  # a resumed build's rate counts reused shards
+    wall = (manifest or {}).get("wall_time_s")
+    if run.get("shards_reused"):
+        pass  # a resumed build read only part of the source in its time: no rate from it
+    elif run.get("input_mb_per_s"):
         rate, workers = float(run["input_mb_per_s"]), run.get("workers")
-    else:
-        wall = (manifest or {}).get("wall_time_s")
-        read = stats.get("input_bytes") or stats.get("bytes")
-        if wall and read:
-            rate = read / 1e6 / max(float(wall), 1e-3)
+    elif wall and stats.get("bytes"):  # a hub stream (input size unknown): the kept text over the build's time
+        rate = stats["bytes"] / 1e6 / max(float(wall), 1e-3)
     return Estimate(docs, size, origin if size is not None else "", rate, capped, workers)
 
 
