@@ -14,6 +14,7 @@ Stage modules import only pydantic at module level; torch & co. are imported ins
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -163,17 +164,22 @@ class Stage:
         else ``describe(view)`` (the same rows for every part)."""
         if self.describe is None:
             return []
-        import inspect
-
-        try:
-            n = len(inspect.signature(self.describe).parameters)
-        except (TypeError, ValueError):
-            n = 1
-        return list(self.describe(view, part) if n >= 2 else self.describe(view))
+        return list(self.describe(view, part) if _arity(self.describe) >= 2 else self.describe(view))
 
     def node_pin(self, view: SpecView, part: str | None) -> dict[str, Any]:
         """Extra key material from outside the workspace (``pin``), or ``{}``."""
         return dict(self.pin(view, part) or {}) if self.pin else {}
+
+
+@functools.lru_cache(maxsize=None)
+def _arity(fn: Callable[..., Any]) -> int:
+    """How many parameters a hook takes, read once per hook (status asks for every node)."""
+    import inspect
+
+    try:
+        return len(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return 1
 
 
 _KINDS: dict[str, Kind] = {}
