@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--dry-run", action="store_true", help="show the DAG, each node's state and why; run nothing")
     p.add_argument("--format", choices=("text", "json"), default="text", help="--dry-run output format")
     p.add_argument("-j", "--jobs", type=positive_int, default=1, metavar="N", help="run up to N independent nodes at once")
+    p.add_argument("-w", "--workers", type=positive_int, metavar="N",
+                   help="worker processes a sharded stage may use (corpus sources, tokenization); "
+                        "default: the spec's `workers`, else all cores; in no key")
     p.add_argument("-k", "--keep-going", action="store_true", help="keep building independent nodes after a failure")
     p.add_argument("--force", action="append", default=[], metavar="NODE", help="rebuild NODE even if cached (repeatable)")
     p.add_argument("--reset-optimizer", action="store_true", help="resume training without optimizer state (recorded in the manifest)")
@@ -264,7 +267,9 @@ def cmd_build(args: argparse.Namespace, console: Any, argv: list[str] | None = N
         return 0
     from .progress import BuildUI
 
-    options = {"reset_optimizer": True} if args.reset_optimizer else {}
+    options: dict[str, Any] = {"reset_optimizer": True} if args.reset_optimizer else {}
+    if args.workers:
+        options["workers"] = args.workers
     with BuildUI(console, quiet=args.quiet) as ui:
         results = engine.build(graph, targets, jobs=args.jobs, keep_going=args.keep_going, force=force,
                                options=options, ui=ui)

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 FORMAT = 3
 ALLOWED = {"-n", "--dry-run", "-q", "--quiet", "-k", "--keep-going"}
-WITH_VALUE = {"--format", "-j", "--jobs", "-C", "--workspace", "--cache"}
+WITH_VALUE = {"--format", "-j", "--jobs", "-w", "--workers", "-C", "--workspace", "--cache"}
 
 
 def positive_int_or_none(text: str) -> int | None:
@@ -44,7 +44,7 @@ def _parse(argv: list[str]) -> dict[str, Any] | None:
                 val = val if eq else next(it, None)
                 if val is None:
                     return None
-                if name in ("-j", "--jobs") and positive_int_or_none(val) is None:
+                if name in ("-j", "--jobs", "-w", "--workers") and positive_int_or_none(val) is None:
                     return None  # invalid: the full path prints the one-line error (exit 2)
                 if name == "--format":
                     out["format"] = val

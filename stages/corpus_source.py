@@ -90,7 +90,7 @@ def corpus_source(ctx: Context) -> None:
     assert ctx.run_dir is not None  # resumable: the engine always gives one
     run: dict = {}
     stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress, run_dir=ctx.run_dir,
-                         fresh=bool(ctx.options.get("fresh_run")), workers=resolve_workers(ctx.spec.workers),
+                         fresh=bool(ctx.options.get("fresh_run")), workers=resolve_workers(ctx.spec.workers, ctx.options.get("workers")),
                          shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
     # the run (shards, workers, MB/s: the planner's speed row) and the pinned commit: manifest only
     ctx.stats(**stats, run=run, **({"hub_sha": ctx.external["hub_sha"]} if ctx.external.get("hub_sha") else {}))

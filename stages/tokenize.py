@@ -49,11 +49,13 @@ def tokenize(ctx: Context) -> None:
     """Encode the corpus splits into memmap token shards (re-encoding only changed groups)."""
     import os
 
-    # encode_batch_fast already spreads each batch over all cores (a rayon pool); GENESIS_DATA_WORKERS caps
-    # it like the corpus workers. Set before tokenizers first encodes: the pool size is fixed then.
-    # The shard bytes are the same for any thread count (tests/stage_tests/data/test_data_parallel.py).
-    if os.environ.get("GENESIS_DATA_WORKERS", "").strip().isdigit() and "RAYON_NUM_THREADS" not in os.environ:
-        os.environ["RAYON_NUM_THREADS"] = os.environ["GENESIS_DATA_WORKERS"].strip()
+    # encode_batch_fast already spreads each batch over all cores (a rayon pool); `--workers N` or
+    # GENESIS_DATA_WORKERS caps it like the corpus workers. Set before tokenizers first encodes: the
+    # pool size is fixed then. The shard bytes are the same for any thread count
+    # (tests/stage_tests/data/test_data_parallel.py).
+    cap = ctx.options.get("workers") or os.environ.get("GENESIS_DATA_WORKERS", "").strip()
+    if str(cap).isdigit() and "RAYON_NUM_THREADS" not in os.environ:
+        os.environ["RAYON_NUM_THREADS"] = str(cap)
     from stages.data_lib.encode import tokenize_corpus
 
     stats = tokenize_corpus(ctx.spec.tokenize, ctx.inputs["tokenizer"].path, ctx.inputs["corpus"].path, ctx.out,

@@ -58,8 +58,11 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def resolve_workers(spec_value: int | None) -> int:
-    """``GENESIS_DATA_WORKERS`` (env) over the spec's ``workers`` over all cores."""
+def resolve_workers(spec_value: int | None, cli_value: int | None = None) -> int:
+    """Worker processes: ``genesis-build --workers N`` over ``GENESIS_DATA_WORKERS`` (env) over the
+    spec's ``workers`` over all cores."""
+    if cli_value:
+        return max(1, int(cli_value))
     env = os.environ.get("GENESIS_DATA_WORKERS", "").strip()
     if env:
         try:

@@ -7,7 +7,7 @@ import pytest
 
 from rel_helpers import RelWorkspace, assert_no_traceback, one_logical_line, record, rws  # noqa: F401 (fixture)
 
-BAD_JOBS = [("-j", "0"), ("--jobs", "-3"), ("-j", "abc"), ("--jobs=0",), ("-j", "2.5")]
+BAD_JOBS = [("-j", "0"), ("--jobs", "-3"), ("-j", "abc"), ("--jobs=0",), ("-j", "2.5"), ("-w", "0"), ("--workers=x",)]
 
 
 @pytest.mark.parametrize("args", BAD_JOBS, ids=lambda a: " ".join(a))
@@ -21,10 +21,11 @@ def test_bad_jobs_rejected_on_both_paths(rws: RelWorkspace, args: tuple[str, ...
             r = rws.cli(*args, env=env)
             assert r.code == 2, (env, r.code, r.out, r.err)
             assert_no_traceback(r.out, r.err)
-            assert "jobs" in r.err and "at least 1" in one_logical_line(r.err), r.err
+            option = "workers" if args[0].startswith(("-w", "--workers")) else "jobs"
+            assert option in r.err and "at least 1" in one_logical_line(r.err), r.err
             assert r.ran == []
         # a valid value still takes the fast path answer
-        assert rws.cli("-j", "2").code == 0
+        assert rws.cli("-j", "2").code == 0 and rws.cli("-w", "2").code == 0
     except AssertionError:
         ok = False
         raise

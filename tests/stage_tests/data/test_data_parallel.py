@@ -149,12 +149,13 @@ def test_shards_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
     assert [s.ident for s in a] == [s.ident for s in plan_shards(spec.sources[1], files, tmp_path, "w", int(SHARD_MB * (1 << 20)))]
 
 
-def test_workers_setting_env_over_spec_over_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_setting_cli_over_env_over_spec_over_all_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GENESIS_DATA_WORKERS", raising=False)
     assert resolve_workers(3) == 3
     assert resolve_workers(None) == len(os.sched_getaffinity(0))
     monkeypatch.setenv("GENESIS_DATA_WORKERS", "2")
     assert resolve_workers(3) == 2
+    assert resolve_workers(3, cli_value=5) == 5  # genesis-build --workers 5
     monkeypatch.setenv("GENESIS_DATA_WORKERS", "two")
     with pytest.raises(GenesisError, match="GENESIS_DATA_WORKERS"):
         resolve_workers(None)

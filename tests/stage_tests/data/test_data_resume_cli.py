@@ -89,9 +89,10 @@ def test_kill_9_midway_then_rebuild_redoes_only_unfinished_shards(tmp_path: Path
     assert want["stats"]["run"]["shards"] == FILES and want["stats"]["run"]["workers"] == 2
 
     ws = _workspace(tmp_path / "ws")
-    # one worker, so shards finish one after another and "half" is a well-defined moment
-    proc = subprocess.Popen([sys.executable, "-m", "genesis_build.cli", NODE], cwd=ws.root,
-                            env=_env(GENESIS_DATA_WORKERS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    # one worker (`-w 1` over the spec's 2), so shards finish one after another and "half" is a
+    # well-defined moment
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_build.cli", "-w", "1", NODE], cwd=ws.root,
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 600
     while len(_records(ws.root)) < FILES // 2:
@@ -135,8 +136,9 @@ def test_bad_input_fails_with_one_line_keeps_shards_and_the_fixed_rerun_resumes(
     assert not any((ws.root / "cache" / "tmp").iterdir())
 
     last.write_bytes(good)
-    p = subprocess.run([sys.executable, "-m", "genesis_build.cli", NODE], cwd=ws.root, env=_env(),
+    p = subprocess.run([sys.executable, "-m", "genesis_build.cli", "--workers", "1", NODE], cwd=ws.root, env=_env(),
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr
     run = ws.manifest(NODE)["stats"]["run"]
     assert run["shards_redone"] == 1 and run["shards_reused"] == FILES - 1
+    assert run["workers"] == 1  # --workers over the spec's `workers = 2`
