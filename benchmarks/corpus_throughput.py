@@ -15,7 +15,8 @@ is sized once per process):
   ingest            data_lib.ingest.build_source over both sources (read, clean, filter, dedup,
                     merge) with 1 and N worker processes; MB/s of input file bytes
   mixture           data_lib.mixture.build_mixture (one process)
-  tokenize          data_lib.encode.tokenize_corpus with RAYON_NUM_THREADS 1 and N (empty group cache)
+  tokenize          data_lib.encode.tokenize_corpus as the stage runs it (empty group cache): 1 worker
+                    in process on 1 rayon thread, and N forked worker processes of one core each
   end to end        ingest(N) + mixture + tokenize(N) wall time, as MB/s of input bytes
   raw encode_batch  tokenizers.Tokenizer.encode_batch (batches of 512) of exactly the documents the
                     tokenize stage encodes (train + validation), already in memory, same thread count
@@ -204,7 +205,7 @@ def child(mode: str, tok: Path, corpus: Path, work: Path, jsonl_dir: Path, worke
         out.mkdir()
         t0, c0 = time.perf_counter(), cpu_seconds()
         st = tokenize_corpus(SimpleNamespace(dtype="auto", group_documents=4096, batch_documents=512), tok, corpus, out,
-                             store, "bench", lambda *a, **k: None)
+                             store, "bench", lambda *a, **k: None, workers=workers)
         secs, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         shutil.rmtree(out)
         shutil.rmtree(store)
@@ -317,7 +318,7 @@ def main() -> None:
             assert r["tokens"] == raw["tokens"], (r, raw)
             tok_s[w], raw_s[w], tok_cpu[w], raw_cpu[w] = r["seconds"], raw["seconds"], r["cpu"], raw["cpu"]
             text_mb = raw["chars"] / 1e6
-            print(f"tokenize {w} thread(s): {r['seconds']:7.2f} s  {text_mb / r['seconds']:7.2f} M chars/s | raw encode_batch "
+            print(f"tokenize {w} worker(s): {r['seconds']:7.2f} s  {text_mb / r['seconds']:7.2f} M chars/s | raw encode_batch "
                   f"{raw['seconds']:7.2f} s  {text_mb / raw['seconds']:7.2f} M chars/s | stage {raw['seconds'] / r['seconds']:.0%} "
                   f"of raw ({raw['tokens']:,} tokens; CPU s stage {r['cpu']:.2f}, raw {raw['cpu']:.2f})")
         e2e = secs[n] + mix_s + tok_s[n]
@@ -342,9 +343,9 @@ def main() -> None:
         print("ratios:")
         if n > 1:
             print(f"  ingestion 1 → {n} workers: {secs[1] / secs[n]:.2f}× (goal ≥ 1.8× on 2 cores)")
-            print(f"  tokenize 1 → {n} threads: {tok_s[1] / tok_s[n]:.2f}×; raw encode_batch 1 → {n}: {raw_s[1] / raw_s[n]:.2f}×")
+            print(f"  tokenize 1 → {n} workers: {tok_s[1] / tok_s[n]:.2f}×; raw encode_batch 1 → {n} threads: {raw_s[1] / raw_s[n]:.2f}×")
             print(f"  ingestion CPU seconds, {n} workers vs 1: {cpus[n] / cpus[1]:.2f}× (parallel overhead)")
-        print(f"  tokenize stage vs raw encode_batch ({n} threads): {raw_s[n] / tok_s[n]:.0%} wall, "
+        print(f"  tokenize stage ({n} workers) vs raw encode_batch ({n} threads): {raw_s[n] / tok_s[n]:.0%} wall, "
               f"{raw_cpu[n] / tok_cpu[n]:.0%} CPU")
         print(f"  end to end (ingest + mixture + tokenize) vs raw encode_batch of the same documents: "
               f"{raw_s[n] / e2e:.0%} wall, {raw_cpu[n] / e2e_cpu:.0%} CPU (goal ≥ 80 %)")

@@ -49,15 +49,16 @@ def tokenize(ctx: Context) -> None:
     """Encode the corpus splits into memmap token shards (re-encoding only changed groups)."""
     import os
 
-    # encode_batch_fast already spreads each batch over all cores (a rayon pool); `--workers N` or
-    # GENESIS_DATA_WORKERS caps it like the corpus workers. Set before tokenizers first encodes: the
-    # pool size is fixed then. The shard bytes are the same for any thread count
-    # (tests/stage_tests/data/test_data_parallel.py).
-    cap = ctx.options.get("workers") or os.environ.get("GENESIS_DATA_WORKERS", "").strip()
-    if str(cap).isdigit() and "RAYON_NUM_THREADS" not in os.environ:
-        os.environ["RAYON_NUM_THREADS"] = str(cap)
     from stages.data_lib.encode import tokenize_corpus
+    from stages.data_lib.shards import resolve_workers
 
+    # `--workers N` / GENESIS_DATA_WORKERS / all cores: N > 1 forked processes encode whole groups on
+    # one core each; 1 encodes here, on one rayon thread unless RAYON_NUM_THREADS says otherwise (it
+    # must be set before tokenizers first encodes: the pool size is fixed then). The shard bytes are
+    # the same for any count (tests/stage_tests/data/test_data_parallel.py).
+    workers = resolve_workers(None, ctx.options.get("workers"))
+    if workers == 1:
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")
     stats = tokenize_corpus(ctx.spec.tokenize, ctx.inputs["tokenizer"].path, ctx.inputs["corpus"].path, ctx.out,
-                            ctx.samples_dir("tokenize-groups"), ctx.node, ctx.progress)
-    ctx.stats(**stats)
+                            ctx.samples_dir("tokenize-groups"), ctx.node, ctx.progress, workers=workers)
+    ctx.stats(**stats, workers=workers)

@@ -199,14 +199,15 @@ from pathlib import Path
 from stages.data_lib.encode import tokenize_corpus
 tok, corpus, out, store = map(Path, sys.argv[1:5])
 out.mkdir()
-tokenize_corpus(SimpleNamespace(dtype="auto", group_documents=8, batch_documents=5), tok, corpus, out, store,
-                "tokenize:test", lambda *a, **k: None)
+st = tokenize_corpus(SimpleNamespace(dtype="auto", group_documents=8, batch_documents=5), tok, corpus, out, store,
+                     "tokenize:test", lambda *a, **k: None, workers=int(sys.argv[5]))
+assert st["groups_encoded"] == st["groups"] > 3, st
 """
 
 
-def test_tokenization_is_byte_identical_for_any_thread_count(tmp_path: Path) -> None:
-    """encode_batch_fast spreads each batch over a rayon pool of RAYON_NUM_THREADS threads: 1 and 3
-    threads (fresh processes: the pool size is fixed at first use) give the same shard bytes."""
+def test_tokenization_is_byte_identical_for_any_worker_or_thread_count(tmp_path: Path) -> None:
+    """One process on 1 or 3 rayon threads (RAYON_NUM_THREADS; fresh processes: the pool size is
+    fixed at first use) and 3 forked worker processes (one core each) give the same shard bytes."""
     from stages.data_lib.bpe import train_tokenizer
 
     d.write_docs(tmp_path / "prose", {f"p{i:03d}.txt": d.sentence_doc(i) for i in range(60)})
@@ -216,13 +217,15 @@ def test_tokenization_is_byte_identical_for_any_thread_count(tmp_path: Path) -> 
     tok.mkdir()
     train_tokenizer(d.tokenizer_spec(vocab_size=400), tmp_path / "mix", tok, "tokenizer:test", d.noop)
     trees = []
-    for n in (1, 3):
-        env = {**os.environ, "RAYON_NUM_THREADS": str(n), "PYTHONPATH": str(Path.cwd())}
-        p = subprocess.run([sys.executable, "-c", TOKENIZE_SCRIPT, str(tok), str(tmp_path / "mix"), str(tmp_path / f"t{n}"),
-                            str(tmp_path / f"store{n}")], env=env, capture_output=True, text=True, timeout=300)
+    for threads, workers in ((1, 1), (3, 1), (1, 3)):
+        name = f"t{threads}w{workers}"
+        env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "PYTHONPATH": str(Path.cwd())}
+        p = subprocess.run([sys.executable, "-c", TOKENIZE_SCRIPT, str(tok), str(tmp_path / "mix"), str(tmp_path / name),
+                            str(tmp_path / f"store-{name}"), str(workers)], env=env, capture_output=True, text=True,
+                           timeout=300)
         assert p.returncode == 0, p.stderr
-        trees.append(d.tree_bytes(tmp_path / f"t{n}"))
-    assert trees[0] == trees[1] and any(k.endswith(".bin") for k in trees[0])
+        trees.append(d.tree_bytes(tmp_path / name))
+    assert trees[0] == trees[1] == trees[2] and any(k.endswith(".bin") for k in trees[0])
 
 
 def test_truncated_parquet_names_the_file(tmp_path: Path) -> None:
