@@ -595,7 +595,9 @@ def _run_shards(src: Any, shards: list[Shard], store: ShardStore, workspace: Pat
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        # fork: the workers share the parent's imports (pyarrow, xxhash); spawn would re-import them per worker
+        # fork: the workers share the parent's imports (pyarrow, xxhash); spawn would re-import them per worker.
+        # pyarrow imports pandas on its first list conversion (~0.3-0.5 s): do it once here, not in every worker.
+        pa.array([""], type=pa.string())
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=die_with_parent)
         try:
