@@ -473,32 +473,41 @@ def _batch_ends(char_lengths: list[int]) -> list[int]:
 
 def _merge(tables: list[pa.Table], dedup: bool, out_path: Path) -> tuple[pa.Table, int]:
     """Concatenate the shards in order, drop documents an earlier shard already kept (each shard is
-    deduplicated inside), write ``docs.arrow``; returns (kept table, cross-shard duplicates)."""
+    deduplicated inside), write ``docs.arrow``; returns (the written table, memory-mapped; cross-shard
+    duplicates).
+
+    Record batches are gathered from the shards one at a time (``take`` of the kept rows, or a
+    slice), so the text is copied once, into the file, never into a filtered table first.
+    """
     import numpy as np
     import pyarrow.compute as pc
 
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    dups = 0
+    keep = None  # row numbers kept, when some are dropped
     if dedup and len(tables) > 1 and table.num_rows:
         hi = table["h_hi"].to_numpy().astype(np.uint64)
         lo = table["h_lo"].to_numpy().astype(np.uint64)
         keys = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
         _, first = np.unique(keys, return_index=True)  # the first occurrence in shard order wins
         if len(first) < table.num_rows:
-            mask = np.zeros(table.num_rows, dtype=bool)
-            mask[first] = True
-            dups = int(table.num_rows - len(first))
-            table = table.filter(pa.array(mask))
-    lengths = pc.utf8_length(table["text"]).to_numpy(zero_copy_only=False).tolist() if table.num_rows else []
+            keep = np.sort(first)
+    dups = 0 if keep is None else int(table.num_rows - len(keep))
+    lengths = pc.utf8_length(table["text"]).to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, np.int64)
+    if keep is not None:
+        lengths = lengths[keep]
     with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as w:
         a = 0
-        for b in _batch_ends(lengths):
-            cols = [pa.concat_arrays(table.column(c).slice(a, b - a).chunks) if table.column(c).num_chunks != 1
-                    else table.column(c).chunk(0).slice(a, b - a) for c in range(table.num_columns)]
+        for b in _batch_ends(lengths.tolist()):
+            if keep is not None:
+                part = table.take(pa.array(keep[a:b])).combine_chunks()
+                cols = [part.column(c).chunk(0) for c in range(part.num_columns)]
+            else:
+                cols = [pa.concat_arrays(table.column(c).slice(a, b - a).chunks) if table.column(c).num_chunks != 1
+                        else table.column(c).chunk(0).slice(a, b - a) for c in range(table.num_columns)]
             # the IPC writer rebases a sliced string column's offsets: same bytes as a batch built from lists
             w.write_batch(pa.record_batch(cols, schema=SCHEMA))
             a = b
-    return table, dups
+    return pa.ipc.open_file(pa.memory_map(str(out_path))).read_all(), dups
 
 
 def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: Path, node: str,
@@ -631,7 +640,7 @@ def _source_stats(src: Any, files: list[Path], records: list[dict[str, Any]], ta
             hint = f"; filters.languages is {list(src.filters.languages or [])} but the documents are tagged {sorted(read_languages)}"
         raise SourceError(f"{where}: no documents left after filters ({read} read: {shown}){hint}"
                           if read else f"{where}: the source holds no documents")
-    kept_bytes = int(pc.sum(pc.binary_length(table["text"].cast(pa.binary()))).as_py() or 0)
+    kept_bytes = int(pc.sum(pc.binary_length(table["text"])).as_py() or 0)
     languages = {k["values"]: k["counts"] for k in pc.value_counts(table["language"]).to_pylist()}
     candidates = kept + dropped["duplicate"]
     return {
