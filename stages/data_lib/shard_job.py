@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_task(Path(args[1]), int(task))
     except KeyboardInterrupt:
         print("stopped (SIGTERM): finished shards are kept", flush=True)
-        return 143
+        sys.stderr.flush()
+        # at once: a normal exit would join the pool's running workers (they die with us: PDEATHSIG)
+        os._exit(143)
 
 
 if __name__ == "__main__":
