@@ -17,11 +17,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import data_testlib as d
+import pytest
 
 NODE = "corpus-source:t/j"
 FILES = 12
@@ -220,11 +223,77 @@ def test_dry_run_shows_the_array_script(tmp_path: Path) -> None:
 def test_no_sbatch_is_a_clear_error(tmp_path: Path) -> None:
     ws = _workspace(tmp_path / "ws", SLURM)
     if shutil.which("sbatch", path=os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])):
-        import pytest
-
         pytest.skip("this machine has a real sbatch")
     p = _cli(ws, None, NODE)
     assert p.returncode == 2, p.stderr + p.stdout
     assert 'launcher = "slurm" but `sbatch` is not on PATH' in p.stderr and "array.sh" in p.stderr, p.stderr
     assert 'launcher = "local"' in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+FAKE_SCANCEL = r"""#!/bin/bash
+# stand-in for scancel --signal=TERM <job>: SIGTERM to every job step (the srun stand-in records them)
+printf '%s\n' "$@" > "$FAKE_SLURM_DIR/scancel.args"
+for f in "$FAKE_SLURM_DIR"/step.*; do [ -e "$f" ] && kill -TERM "${f##*.}" 2>/dev/null; done
+exit 0
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_array_keeps_shards_and_the_rerun_resumes(tmp_path: Path) -> None:
+    fake = _fake_slurm(tmp_path)
+    # the srun stand-in records its pid (exec keeps it) so the scancel stand-in can signal the step
+    (fake / "srun").write_text(FAKE_SRUN.replace('exec "$@"', 'touch "$FAKE_SLURM_DIR/step.$$"\nexec "$@"'))
+    (fake / "scancel").write_text(FAKE_SCANCEL)
+    (fake / "scancel").chmod(0o755)
+    ws = d.CliWorkspace(tmp_path / "ws")
+    (ws.root / "data").mkdir()
+    files = 24
+    for k in range(files):  # ~1 MB a file: one shard each, long enough to interrupt midway
+        lines = [json.dumps({"text": d.sentence_doc(k * 100_000 + i, sentences=8), "lang": "en"}) + "\n"
+                 for i in range(2000)]
+        (ws.root / "data" / f"part{k:03d}.jsonl").write_text("".join(lines))
+    ws.spec("corpus", "t", CORPUS.replace("shard_mb = 0.01", "shard_mb = 1.5").format(
+        launcher=SLURM.replace("workers_per_task = 2", "workers_per_task = 1").replace("array_tasks = 3",
+                                                                                      "array_tasks = 2")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENESIS_")}
+    env.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", FAKE_SLURM_DIR=str(fake),
+               PATH=os.pathsep.join([str(fake), os.environ.get("PATH", "")]))
+    p = subprocess.Popen([sys.executable, "-m", "genesis_build.cli", NODE], cwd=ws.root, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(list((ws.root / "cache" / "runs").glob("*/shards/*.json"))) < 2:
+        assert p.poll() is None, p.communicate()
+        assert time.time() < deadline
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode != 0, out + err
+    assert "rerun to continue" in err and "Traceback" not in err, err
+    assert (fake / "scancel.args").read_text().split() == ["--signal=TERM", "5001"]
+    steps = [int(f.name.split(".")[1]) for f in fake.glob("step.*")]
+    deadline = time.time() + 30
+    while any(_alive(pid) for pid in steps):  # every task stopped
+        assert time.time() < deadline, "array tasks outlived the scancel"
+        time.sleep(0.1)
+    sd = _slurm_dir(ws)
+    assert any("stopped (SIGTERM)" in f.read_text() for f in sd.glob("slurm-5001_*.out"))
+    assert not (fake / "sbatch.2.args").exists()  # no merge job
+    finished = len(list((ws.root / "cache" / "runs").glob("*/shards/*.json")))
+    assert 2 <= finished < files, finished
+
+    for f in fake.glob("step.*"):
+        f.unlink()
+    p2 = subprocess.run([sys.executable, "-m", "genesis_build.cli", NODE], cwd=ws.root, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert p2.returncode == 0, p2.stderr
+    run = ws.manifest(NODE)["stats"]["run"]
+    assert run["shards_reused"] == finished and run["shards_redone"] == files - finished
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
