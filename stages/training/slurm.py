@@ -155,7 +155,7 @@ def refuse_if_queued(run_dir: Path) -> None:
     previous = _still_queued(run_dir)
     if previous:
         raise GenesisError(f"SLURM job {previous[0]} of an earlier build of this run is still {previous[1]} (squeue); "
-                           f"two jobs must not train into {run_dir}: wait for it to end or `scancel {previous[0]}`, "
+                           f"two jobs must not work in {run_dir}: wait for it to end or `scancel {previous[0]}`, "
                            f"then rerun")
 
 

@@ -6,8 +6,8 @@ There is no SLURM here, so stand-ins for SLURM's own commands go first on PATH (
 and with ``--array=0-K`` runs the script once per task as separate background processes with
 ``SLURM_ARRAY_TASK_ID`` / ``SLURM_ARRAY_TASK_COUNT`` / ``SLURM_ARRAY_JOB_ID`` set, waits for all and
 exits with the highest exit code (``sbatch --wait`` semantics); without ``--array`` it runs the script
-once. ``srun`` runs its command in place; ``scontrol`` and ``squeue`` are not needed (no job is left
-queued). Everything of ours is real: the build plans the shards, writes job.json and both scripts,
+once. ``srun`` runs its command in place; ``scancel`` (the Ctrl-C test) sends SIGTERM to the task
+processes that the ``srun`` stand-in recorded; ``squeue`` is not needed (no job is left queued). Everything of ours is real: the build plans the shards, writes job.json and both scripts,
 submits them, each task runs ``python -m stages.data_lib.shard_job run`` on its shards i mod N, the
 merge job merges, and the build publishes; the output digest equals a local build's.
 """
@@ -144,6 +144,10 @@ def _local_reference(tmp: Path) -> dict:
 def test_array_of_three_tasks_builds_the_local_bytes(tmp_path: Path) -> None:
     want = _local_reference(tmp_path)
     assert want["stats"]["run"]["shards"] == FILES
+    ref = d.CliWorkspace(tmp_path / "ref")  # built locally: switching it to SLURM keeps its key
+    ref.spec("corpus", "t", CORPUS.format(launcher=SLURM))
+    p = _cli(ref, None, "--dry-run", NODE)
+    assert p.returncode == 0 and "will run" not in p.stdout and "1 nodes: 1 cached" in p.stdout, p.stdout + p.stderr
     fake = _fake_slurm(tmp_path)
     ws = _workspace(tmp_path / "ws", SLURM)
     p = _cli(ws, fake, "corpus:t")  # the source on SLURM, the mixture here
