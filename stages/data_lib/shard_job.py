@@ -85,6 +85,9 @@ def _run_all(plan: SourcePlan, todo: list[Shard], workspace: Path, store_root: P
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    import pyarrow as pa
+
+    pa.array([""], type=pa.string())  # pyarrow's one-time pandas import, before the fork (as ingest does)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=die_with_parent)
     clean = False
