@@ -33,6 +33,7 @@ from genesis_build.stage import Context, SpecView, register_kind, stage
 
 from stages.data_lib.paths import STDLIB, resolve_path
 from stages.data_lib.sources import SourcesSpec
+from stages.parallel_spec import SbatchOptions
 
 SourceType = Literal["text", "jsonl", "parquet", "disk", "hub", "pydoc-topics"]
 FILE_TYPES = ("text", "jsonl", "parquet")  # read from path/glob files
@@ -124,6 +125,19 @@ class Validation(BaseModel):
     min_documents: int = Field(1, ge=0)  # guarantee at least this many (taken deterministically)
 
 
+class DataSlurmOptions(SbatchOptions):
+    """``[slurm]`` with ``launcher = "slurm"``: each source's shards run as one SLURM job array
+    (task i reads the shards whose index is i mod ``array_tasks``), then one 1-node merge job.
+    ``cpus_per_task``: CPUs of each array task (and of the merge job). In no key."""
+
+    array_tasks: int = Field(4, ge=1)  # tasks of the array (machines working at once, at most)
+    workers_per_task: int | None = Field(None, ge=1)  # processes per array task; default cpus_per_task or 1
+
+    def workers(self) -> int:
+        """Worker processes of one array task."""
+        return self.workers_per_task or self.cpus_per_task or 1
+
+
 class CorpusSpec(SourcesSpec):
     """``specs/corpus/<name>.toml``."""
 
@@ -140,6 +154,10 @@ class CorpusSpec(SourcesSpec):
     # the unit of parallel work and of resume after a kill.
     workers: int | None = Field(None, ge=1)
     shard_mb: float = Field(64.0, gt=0)
+    # Where the shard work runs, in no key either: "local" (this machine's `workers`) or "slurm"
+    # (a job array on many machines, see docs/corpus-scale.md "On SLURM"; options in [slurm]).
+    launcher: Literal["local", "slurm"] = "local"
+    slurm: DataSlurmOptions = DataSlurmOptions()
 
     def source(self, name: str) -> Source:
         """The source called ``name``."""

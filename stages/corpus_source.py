@@ -69,7 +69,23 @@ def _source_describe(view: SpecView, part: str | None) -> list[tuple[str, str]]:
     src = view.spec.source(part)
     info = _hub_info(view, part)
     rows = [r for r in [pin_row(src, info)] if r]
-    return rows + size_rows(estimate(view, src, info), src)
+    est = estimate(view, src, info)
+    return rows + size_rows(est, src) + (_slurm_rows(view, part, est) if view.spec.launcher == "slurm" else [])
+
+
+def _slurm_rows(view: SpecView, part: str, est: "Any") -> list[tuple[str, str]]:
+    """The array launch line and script; the shard count from the last build, else from file sizes."""
+    import math
+
+    from stages.data_lib.plan import last_build
+    from stages.data_lib.slurm_array import describe_rows
+
+    node = f"corpus-source:{view.name}/{part}"
+    shards = (((last_build(view, node) or {}).get("stats") or {}).get("run") or {}).get("shards")
+    known = "at the last build"
+    if not shards and est.bytes and view.spec.source(part).type in ("text", "jsonl", "parquet"):
+        shards, known = max(1, math.ceil(est.bytes / (view.spec.shard_mb * (1 << 20)))), "(≈ from file sizes)"
+    return describe_rows(view.spec, node, shards, known)
 
 
 # resumable: finished shards are kept in the run dir. Its identity leaves out the file digests
@@ -89,8 +105,15 @@ def corpus_source(ctx: Context) -> None:
     index = next(i for i, s in enumerate(ctx.spec.sources) if s.name == ctx.part)
     assert ctx.run_dir is not None  # resumable: the engine always gives one
     run: dict = {}
-    stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress, run_dir=ctx.run_dir,
-                         fresh=bool(ctx.options.get("fresh_run")), workers=resolve_workers(ctx.spec.workers, ctx.options.get("workers")),
-                         shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
+    if ctx.spec.launcher == "slurm":  # the shard work as a SLURM job array, the merge as a second job
+        from stages.data_lib.slurm_array import build_source_on_slurm
+
+        stats = build_source_on_slurm(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress,
+                                      run_dir=ctx.run_dir, opts=ctx.spec.slurm, fresh=bool(ctx.options.get("fresh_run")),
+                                      shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
+    else:
+        stats = build_source(src, index, ctx.files, ctx.workspace, ctx.out, ctx.node, ctx.progress, run_dir=ctx.run_dir,
+                             fresh=bool(ctx.options.get("fresh_run")), workers=resolve_workers(ctx.spec.workers, ctx.options.get("workers")),
+                             shard_mb=ctx.spec.shard_mb, log=ctx.log, run_info=run)
     # the run (shards, workers, MB/s: the planner's speed row) and the pinned commit: manifest only
     ctx.stats(**stats, run=run, **({"hub_sha": ctx.external["hub_sha"]} if ctx.external.get("hub_sha") else {}))

@@ -26,22 +26,16 @@ class MixedPrecision(BaseModel):
     reduce_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
-class SlurmOptions(BaseModel):
-    """``[slurm]``: the sbatch script the pretrain stage submits when ``launcher = "slurm"``.
-
-    The job gets ``--nodes = nnodes``, one task per node (each task is one torchrun agent that
-    starts ``nproc_per_node`` ranks) and ``--gpus-per-node = nproc_per_node`` unless set here.
-    """
+class SbatchOptions(BaseModel):
+    """The sbatch options every genesis-build SLURM job takes (the pretrain job's ``[slurm]`` table
+    and a corpus's ``[slurm]`` table for its shard array both extend this)."""
 
     model_config = ConfigDict(extra="forbid")
 
     partition: str | None = None  # #SBATCH --partition
     account: str | None = None  # #SBATCH --account
     time: str | None = None  # #SBATCH --time, e.g. "2-00:00:00"
-    gpus_per_node: int | None = Field(default=None, ge=0)  # default: nproc_per_node; 0 = request no GPUs
-    cpus_per_task: int | None = Field(default=None, gt=0)  # CPUs for each node's torchrun and its ranks
-    rdzv_port: int = Field(default=29500, gt=0, lt=65536)  # c10d rendezvous port on the job's first node
-    stop_before_timeout_s: int = Field(default=300, gt=0)  # with `time`: SIGTERM (→ checkpoint) this long before the limit
+    cpus_per_task: int | None = Field(default=None, gt=0)  # #SBATCH --cpus-per-task
     extra: list[str] = []  # more sbatch options, one a line, e.g. ["--qos=high", "--exclusive"]
 
     @field_validator("extra")
@@ -51,6 +45,19 @@ class SlurmOptions(BaseModel):
             if not opt.startswith("-") or "\n" in opt:
                 raise ValueError(f"extra sbatch option {opt!r} must be one option starting with '-', e.g. \"--qos=high\"")
         return v
+
+
+class SlurmOptions(SbatchOptions):
+    """``[slurm]``: the sbatch script the pretrain stage submits when ``launcher = "slurm"``.
+
+    The job gets ``--nodes = nnodes``, one task per node (each task is one torchrun agent that
+    starts ``nproc_per_node`` ranks) and ``--gpus-per-node = nproc_per_node`` unless set here.
+    ``cpus_per_task``: CPUs for each node's torchrun and its ranks.
+    """
+
+    gpus_per_node: int | None = Field(default=None, ge=0)  # default: nproc_per_node; 0 = request no GPUs
+    rdzv_port: int = Field(default=29500, gt=0, lt=65536)  # c10d rendezvous port on the job's first node
+    stop_before_timeout_s: int = Field(default=300, gt=0)  # with `time`: SIGTERM (→ checkpoint) this long before the limit
 
 
 class ParallelSpec(BaseModel):

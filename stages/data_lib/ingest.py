@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -510,6 +511,51 @@ def _merge(tables: list[pa.Table], dedup: bool, out_path: Path) -> tuple[pa.Tabl
     return pa.ipc.open_file(pa.memory_map(str(out_path))).read_all(), dups
 
 
+@dataclass
+class SourcePlan:
+    """A source split into shards: what :func:`build_source` (and the SLURM shard array) runs."""
+
+    src: Any
+    where: str  # the prefix of every error message: node, source name and index
+    files: list[Path]  # sorted
+    shards: list[Shard]
+
+
+def plan_source(src: Any, index: int, files: list[Path], workspace: Path, node: str,
+                shard_mb: float = DEFAULT_SHARD_MB) -> SourcePlan:
+    """Check the source has files and split it into shards (:func:`plan_shards`)."""
+    where = f"{node}: source {src.name!r} (sources[{index}])"
+    if src.type in ("text", "jsonl", "parquet", "pydoc-topics") and not files:
+        pattern = src.path if src.path is not None else src.glob
+        raise SourceError(f"{where}: {pattern} matches no file")
+    files = sorted(files)
+    shard_bytes = max(1, int(shard_mb * (1 << 20)))
+    return SourcePlan(src, where, files, plan_shards(src, files, workspace, where, shard_bytes))
+
+
+def merge_source(plan: SourcePlan, store: ShardStore, records: list[dict[str, Any]], out: Path) -> tuple[dict[str, Any], float]:
+    """Merge the finished shards (``records`` in shard order) into ``out/docs.arrow`` and write
+    ``out/stats.json``; returns (stats, merge seconds)."""
+    t_merge = time.time()
+    tables = [pa.ipc.open_file(pa.memory_map(str(store.paths(s.ident)[0]))).read_all() for s in plan.shards]
+    table, cross_dups = _merge(tables, plan.src.filters.dedup, out / DOCS_FILE)
+    merge_secs = time.time() - t_merge
+    del tables
+    stats = _source_stats(plan.src, plan.files, records, table, cross_dups, plan.where)
+    del table
+    (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
+    return stats, merge_secs
+
+
+def run_summary(plan: SourcePlan, redone: int, workers: int, secs: float, merge_secs: float) -> dict[str, Any]:
+    """The run's manifest metadata (shards redone and reused, workers, seconds, MB/s): never output bytes."""
+    # input bytes are the files' sizes; a hub stream's size is unknown here (its pieces count 1 each)
+    in_bytes = sum(s.nbytes for s in plan.shards) if plan.src.type != "hub" else None
+    return dict(shards=len(plan.shards), shards_redone=redone, shards_reused=len(plan.shards) - redone, workers=workers,
+                seconds=round(secs, 3), merge_seconds=round(merge_secs, 3), input_bytes=in_bytes,
+                input_mb_per_s=in_bytes / secs / 1e6 if secs > 0 and in_bytes else None)
+
+
 def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: Path, node: str,
                  progress: Callable[..., None], *, run_dir: Path | None = None, fresh: bool = False,
                  workers: int | None = None,
@@ -526,45 +572,35 @@ def build_source(src: Any, index: int, files: list[Path], workspace: Path, out: 
     used and removed. ``run_info`` (if given) receives the run's metadata
     (shards, shards redone and reused, workers, seconds, MB/s): manifest material, never output bytes.
     """
-    where = f"{node}: source {src.name!r} (sources[{index}])"
-    if src.type in ("text", "jsonl", "parquet", "pydoc-topics") and not files:
-        pattern = src.path if src.path is not None else src.glob
-        raise SourceError(f"{where}: {pattern} matches no file")
-    files = sorted(files)
     workers = max(1, workers or 1)
-    shard_bytes = max(1, int(shard_mb * (1 << 20)))
     t0 = time.time()
-    shards = plan_shards(src, files, workspace, where, shard_bytes)
+    plan = plan_source(src, index, files, workspace, node, shard_mb)
     tmp_root = None
     if run_dir is None:
         tmp_root = Path(tempfile.mkdtemp(prefix=".shards-", dir=out.parent))
-    store = ShardStore((run_dir / "shards") if run_dir is not None else tmp_root)
-    store.sweep_temps()  # half-written shards of a killed run: the run-dir lock says none is still writing
-    if fresh:
-        store.clear()
+    store = open_store((run_dir / "shards") if run_dir is not None else tmp_root, fresh)
     try:
-        records, redone = _run_shards(src, shards, store, workspace, where, workers, progress, log)
-        t_merge = time.time()
-        tables = [pa.ipc.open_file(pa.memory_map(str(store.paths(s.ident)[0]))).read_all() for s in shards]
-        table, cross_dups = _merge(tables, src.filters.dedup, out / DOCS_FILE)
-        merge_secs = time.time() - t_merge
-        del tables
-        stats = _source_stats(src, files, records, table, cross_dups, where)
-        del table
+        records, redone = _run_shards(src, plan.shards, store, workspace, plan.where, workers, progress, log)
+        stats, merge_secs = merge_source(plan, store, records, out)
     finally:
         if tmp_root is not None:
             shutil.rmtree(tmp_root, ignore_errors=True)
-    (out / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True) + "\n")
     secs = time.time() - t0
     read = stats["documents_read"]
     progress(read, read, desc=f"{src.name}: done", kept=stats["documents"])
     if run_info is not None:  # for the manifest only: out/stats.json is in the output digest
-        # input bytes are the files' sizes; a hub stream's size is unknown here (its pieces count 1 each)
-        in_bytes = sum(s.nbytes for s in shards) if src.type != "hub" else None
-        run_info.update(shards=len(shards), shards_redone=redone, shards_reused=len(shards) - redone, workers=workers,
-                        seconds=round(secs, 3), merge_seconds=round(merge_secs, 3), input_bytes=in_bytes,
-                        input_mb_per_s=in_bytes / secs / 1e6 if secs > 0 and in_bytes else None)
+        run_info.update(run_summary(plan, redone, workers, secs, merge_secs))
     return stats
+
+
+def open_store(root: Path, fresh: bool = False) -> ShardStore:
+    """The shard store at ``root``, swept of half-written shards (the run-dir lock says none is
+    still writing); ``fresh`` (``--force``) empties it."""
+    store = ShardStore(root)
+    store.sweep_temps()
+    if fresh:
+        store.clear()
+    return store
 
 
 def _run_shards(src: Any, shards: list[Shard], store: ShardStore, workspace: Path, where: str, workers: int,
