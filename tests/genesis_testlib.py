@@ -137,6 +137,15 @@ class RepoWorkspace:
         return json.loads((self.object_dir(node) / "manifest.json").read_text())
 
 
+def process_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (a zombie still answers ``kill(pid, 0)``)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 nobody listens on right now (a server or rendezvous binds it a moment later)."""
     with socket.socket() as s:

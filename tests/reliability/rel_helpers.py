@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from genesis_testlib import Run, Workspace
+from genesis_testlib import Run, Workspace, process_alive
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -143,7 +143,7 @@ def kill_leftovers(root: Path, wait: float = 0.0) -> list[int]:
         except ProcessLookupError:
             pass
     deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(p) for p in found):
+    while time.time() < deadline and any(process_alive(p) for p in found):
         time.sleep(0.05)
     # then give init a moment to reap them: a zombie still answers kill(pid, 0), so code that checks
     # "is the writer of this temp file alive?" would wrongly see it as alive
@@ -152,13 +152,6 @@ def kill_leftovers(root: Path, wait: float = 0.0) -> list[int]:
         time.sleep(0.05)
     return found
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 # ------------------------------------------------------------------------------------------------

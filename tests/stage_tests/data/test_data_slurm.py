@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import data_testlib as d
+from genesis_testlib import process_alive
 import pytest
 
 NODE = "corpus-source:t/j"
@@ -277,7 +278,7 @@ def test_ctrl_c_cancels_the_array_keeps_shards_and_the_rerun_resumes(tmp_path: P
     assert (fake / "scancel.args").read_text().split() == ["--signal=TERM", "5001"]
     steps = [int(f.name.split(".")[1]) for f in fake.glob("step.*")]
     deadline = time.time() + 30
-    while any(_alive(pid) for pid in steps):  # every task stopped
+    while any(process_alive(pid) for pid in steps):  # every task stopped
         assert time.time() < deadline, "array tasks outlived the scancel"
         time.sleep(0.1)
     sd = _slurm_dir(ws)
@@ -294,10 +295,3 @@ def test_ctrl_c_cancels_the_array_keeps_shards_and_the_rerun_resumes(tmp_path: P
     run = ws.manifest(NODE)["stats"]["run"]
     assert run["shards_reused"] == finished and run["shards_redone"] == files - finished
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
