@@ -282,16 +282,18 @@ def _tokenize_split(split: str, split_dir: Path, out: Path, enc: Encoder, store:
         else:
             records[i] = rec
     docs_done = sum(groups[i].documents for i in records)
+    tokens_done = sum(r["tokens"] for r in records.values())
     t0 = time.time()
 
     def finished(i: int, rec: dict[str, Any]) -> None:
-        nonlocal docs_done
+        nonlocal docs_done, tokens_done
         records[i] = rec
         counts["tokens_encoded"] += rec["tokens"]
         counts["groups_encoded"] += 1
         docs_done += groups[i].documents
+        tokens_done += rec["tokens"]
         counts["encode_seconds"] = encode_s0 + time.time() - t1
-        progress(docs_done, len(ds), desc=f"tokenize {split}", tokens=sum(r["tokens"] for r in records.values()),
+        progress(docs_done, len(ds), desc=f"tokenize {split}", tokens=tokens_done,
                  tokens_per_s=round(counts["tokens_encoded"] / counts["encode_seconds"]) if counts["encode_seconds"] else None,
                  groups_reused=len(groups) - len(todo), elapsed_s=round(time.time() - t0, 1))
 
