@@ -477,36 +477,31 @@ def _merge(tables: list[pa.Table], dedup: bool, out_path: Path) -> tuple[pa.Tabl
     deduplicated inside), write ``docs.arrow``; returns (the written table, memory-mapped; cross-shard
     duplicates).
 
-    Record batches are gathered from the shards one at a time (``take`` of the kept rows, or a
-    slice), so the text is copied once, into the file, never into a filtered table first.
+    Record batches are gathered from the shards one at a time (zero-copy slices of the runs of kept
+    rows, then one copy into a fresh batch), so the text is copied once on its way into the file,
+    never into a filtered table first. (``Table.take`` of the kept rows, tried first, was 3–4× slower.)
     """
     import numpy as np
     import pyarrow.compute as pc
 
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
-    keep = None  # row numbers kept, when some are dropped
+    keep = np.arange(table.num_rows)  # row numbers kept, in shard order
     if dedup and len(tables) > 1 and table.num_rows:
         hi = table["h_hi"].to_numpy().astype(np.uint64)
         lo = table["h_lo"].to_numpy().astype(np.uint64)
         keys = np.ascontiguousarray(np.stack([hi, lo], axis=1)).view(np.dtype((np.void, 16))).ravel()
         _, first = np.unique(keys, return_index=True)  # the first occurrence in shard order wins
-        if len(first) < table.num_rows:
-            keep = np.sort(first)
-    dups = 0 if keep is None else int(table.num_rows - len(keep))
-    lengths = pc.utf8_length(table["text"]).to_numpy(zero_copy_only=False) if table.num_rows else np.zeros(0, np.int64)
-    if keep is not None:
-        lengths = lengths[keep]
+        keep = np.sort(first)
+    dups = int(table.num_rows - len(keep))
+    lengths = pc.utf8_length(table["text"]).to_numpy(zero_copy_only=False)[keep] if table.num_rows else keep
     with pa.OSFile(str(out_path), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as w:
         a = 0
         for b in _batch_ends(lengths.tolist()):
-            if keep is not None:
-                part = table.take(pa.array(keep[a:b])).combine_chunks()
-                cols = [part.column(c).chunk(0) for c in range(part.num_columns)]
-            else:
-                cols = [pa.concat_arrays(table.column(c).slice(a, b - a).chunks) if table.column(c).num_chunks != 1
-                        else table.column(c).chunk(0).slice(a, b - a) for c in range(table.num_columns)]
-            # the IPC writer rebases a sliced string column's offsets: same bytes as a batch built from lists
-            w.write_batch(pa.record_batch(cols, schema=SCHEMA))
+            rows = keep[a:b]
+            runs = np.split(rows, np.flatnonzero(np.diff(rows) != 1) + 1)
+            part = pa.concat_tables([table.slice(int(r[0]), len(r)) for r in runs]).combine_chunks()
+            # fresh arrays (offsets from 0): the same bytes as a batch built from Python lists
+            w.write_batch(pa.record_batch([part.column(c).chunk(0) for c in range(part.num_columns)], schema=SCHEMA))
             a = b
     return pa.ipc.open_file(pa.memory_map(str(out_path))).read_all(), dups
 
