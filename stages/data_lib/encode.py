@@ -20,6 +20,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -354,18 +355,13 @@ def _encode_groups(col: pa.ChunkedArray, groups: list[Group], keys: list[str], t
             flat, starts = enc.encode(_group_texts(col, groups[i], batch))
             finished(i, store.put(keys[i], flat, starts))
         return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from .shards import run_forked
 
     _WORKER.update(col=col, groups=groups, store=store, batch=batch, encoder_args=enc.args)
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=_worker_init)
     try:
-        pending = {pool.submit(_encode_in_worker, i, keys[i]) for i in todo}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                finished(*fut.result())
+        with closing(run_forked(_encode_in_worker, [(i, keys[i]) for i in todo], workers,
+                                initializer=_worker_init)) as runs:
+            for _, (i, rec) in runs:
+                finished(i, rec)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         _WORKER.clear()

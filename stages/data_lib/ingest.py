@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,7 +24,7 @@ import pyarrow as pa
 
 from genesis_build.errors import GenesisError
 
-from .shards import DEFAULT_SHARD_MB, Piece, Shard, ShardStore, die_with_parent, pack
+from .shards import DEFAULT_SHARD_MB, Piece, Shard, ShardStore, pack, run_forked
 from .text import Filter
 
 DOCS_FILE = "docs.arrow"
@@ -628,28 +629,25 @@ def _run_shards(src: Any, shards: list[Shard], store: ShardStore, workspace: Pat
         progress(done_bytes if total_bytes else len(records), total_bytes or len(shards), desc=f"{src.name}: read",
                  shards=f"{len(records)}/{len(shards)}", mb_per_s=round((done_bytes / 1e6) / max(time.time() - t0, 1e-9), 1))
 
-    if workers <= 1 or len(todo) <= 1:
-        for s in todo:  # in process: no pool to start, and the order is the source's
-            finished(s, run_shard(src, s, workspace, where, store.root))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        # fork: the workers share the parent's imports (pyarrow, xxhash); spawn would re-import them per worker.
-        # pyarrow imports pandas on its first list conversion (~0.3-0.5 s): do it once here, not in every worker.
-        pa.array([""], type=pa.string())
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=die_with_parent)
-        try:
-            pending = {pool.submit(run_shard, src, s, workspace, where, store.root): s for s in todo}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in sorted(done, key=lambda f: pending[f].index):
-                    finished(pending.pop(fut), fut.result())
-        finally:
-            # on an error or Ctrl-C: start no new shard; those running finish and stay in the store
-            pool.shutdown(wait=True, cancel_futures=True)
+    # on an error or Ctrl-C: start no new shard; those running finish and stay in the store
+    with closing(run_shards_forked(src, todo, workspace, where, store.root, workers)) as runs:
+        for s, rec in runs:
+            finished(s, rec)
     return [records[s.index] for s in shards], len(todo)
+
+
+def run_shards_forked(src: Any, shards: list[Shard], workspace: Path, where: str, store_root: Path, workers: int,
+                      wait_on_stop: bool = True) -> Iterator[tuple[Shard, dict[str, Any]]]:
+    """``(shard, record)`` of each of ``shards`` as it finishes, read by :func:`run_shard` on up to
+    ``workers`` forked processes (see :func:`~stages.data_lib.shards.run_forked`; use it inside
+    ``contextlib.closing``)."""
+    if workers > 1 and len(shards) > 1:
+        # pyarrow imports pandas on its first list conversion (~0.3-0.5 s): once here, not in every worker
+        pa.array([""], type=pa.string())
+    calls = [(src, s, workspace, where, store_root) for s in shards]
+    with closing(run_forked(run_shard, calls, workers, wait_on_stop=wait_on_stop)) as runs:
+        for i, rec in runs:
+            yield shards[i], rec
 
 
 def _source_stats(src: Any, files: list[Path], records: list[dict[str, Any]], table: pa.Table, cross_dups: int,

@@ -30,11 +30,12 @@ import signal
 import socket
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from .ingest import SourceError, SourcePlan, merge_source, run_shard
-from .shards import Piece, Shard, ShardStore, die_with_parent
+from .ingest import SourceError, SourcePlan, merge_source, run_shards_forked
+from .shards import Piece, Shard, ShardStore
 
 ERRORS_DIR = "errors"  # <slurm dir>/errors/<shard id>.error: one line, the SourceError of that shard
 TASKS_DIR = "tasks"  # <slurm dir>/tasks/<i>.json: what array task i did
@@ -76,33 +77,6 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _run_all(plan: SourcePlan, todo: list[Shard], workspace: Path, store_root: Path, workers: int):
-    """(shard, record) for each shard of ``todo`` as it finishes, on ``workers`` processes."""
-    if workers <= 1 or len(todo) <= 1:
-        for s in todo:
-            yield s, run_shard(plan.src, s, workspace, plan.where, store_root)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    import pyarrow as pa
-
-    pa.array([""], type=pa.string())  # pyarrow's one-time pandas import, before the fork (as ingest does)
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=die_with_parent)
-    clean = False
-    try:
-        pending = {pool.submit(run_shard, plan.src, s, workspace, plan.where, store_root): s for s in todo}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in sorted(done, key=lambda f: pending[f].index):
-                yield pending.pop(fut), fut.result()
-        clean = True
-    finally:
-        # stopped: do not wait for running shards (their workers die with this process)
-        pool.shutdown(wait=clean, cancel_futures=True)
-
-
 def run_task(job_path: Path, task: int) -> int:
     """Array task ``task``: read its unfinished shards; 0 if all finished, 1 if one had bad input."""
     job, plan = load_job(job_path)
@@ -122,14 +96,18 @@ def run_task(job_path: Path, task: int) -> int:
     failed: list[int] = []
     _stop_on_sigterm()
     t0 = time.time()
-    for s, rec in _run_all(plan, todo, Path(job["workspace"]), store.root, int(job["workers_per_task"])):
-        if "error" in rec:
-            failed.append(s.index)
-            _write_line(errors / f"{s.ident}.error", rec["error"])
-            print(f"shard {s.index}: {rec['error']}", flush=True)
-            continue
-        ran.append(s.index)
-        print(f"shard {s.index + 1}/{len(plan.shards)} done ({rec['read']} read, {rec['kept']} kept)", flush=True)
+    # stopped (SIGTERM): do not wait for running shards (their workers die with this process)
+    runs = run_shards_forked(plan.src, todo, Path(job["workspace"]), plan.where, store.root, int(job["workers_per_task"]),
+                             wait_on_stop=False)
+    with closing(runs):
+        for s, rec in runs:
+            if "error" in rec:
+                failed.append(s.index)
+                _write_line(errors / f"{s.ident}.error", rec["error"])
+                print(f"shard {s.index}: {rec['error']}", flush=True)
+                continue
+            ran.append(s.index)
+            print(f"shard {s.index + 1}/{len(plan.shards)} done ({rec['read']} read, {rec['kept']} kept)", flush=True)
     record = {"task": task, "of": count, "host": host, "shards": [s.index for s in mine], "ran": sorted(ran),
               "skipped": [s.index for s in mine if s not in todo], "failed": sorted(failed),
               "seconds": round(time.time() - t0, 3)}

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import xxhash
 
@@ -160,6 +160,38 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not glibc Linux: workers then finish their shard and exit with the pool
+
+
+def run_forked(fn: Callable[..., Any], calls: list[tuple[Any, ...]], workers: int, *,
+               initializer: Callable[[], None] = die_with_parent, wait_on_stop: bool = True) -> Iterator[tuple[int, Any]]:
+    """``fn(*call)`` for every call, on up to ``workers`` forked processes; yields ``(i, result)`` as
+    calls finish (those finishing together in call order). One worker or one call: in this process,
+    in order, no pool to start.
+
+    Use it inside ``contextlib.closing``: when the consumer stops (an error, Ctrl-C) no new call
+    starts; ``wait_on_stop`` lets the running ones finish (what they wrote stays), else they are
+    left to die with this process (their workers have ``PR_SET_PDEATHSIG``).
+    """
+    if workers <= 1 or len(calls) <= 1:
+        for i, call in enumerate(calls):
+            yield i, fn(*call)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # fork: the workers share the parent's imports; spawn would re-import them in every worker
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=ctx, initializer=initializer)
+    finished = False
+    try:
+        pending = {pool.submit(fn, *call): i for i, call in enumerate(calls)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=pending.__getitem__):
+                yield pending.pop(fut), fut.result()
+        finished = True
+    finally:
+        pool.shutdown(wait=finished or wait_on_stop, cancel_futures=True)
 
 
 Progress = Callable[..., None]
