@@ -333,12 +333,12 @@ def _worker_init() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
-def _encode_in_worker(i: int, key: str) -> tuple[int, dict[str, Any]]:
+def _encode_in_worker(i: int, key: str) -> dict[str, Any]:
     w = _WORKER
     if "enc" not in w:  # its own Encoder: the parent's helper thread does not exist in a forked child
         w["enc"] = Encoder(*w["encoder_args"])
     flat, starts = w["enc"].encode(_group_texts(w["col"], w["groups"][i], w["batch"]))
-    return i, w["store"].put(key, flat, starts)
+    return w["store"].put(key, flat, starts)
 
 
 def _encode_groups(col: pa.ChunkedArray, groups: list[Group], keys: list[str], todo: list[int], enc: Encoder,
@@ -361,7 +361,7 @@ def _encode_groups(col: pa.ChunkedArray, groups: list[Group], keys: list[str], t
     try:
         with closing(run_forked(_encode_in_worker, [(i, keys[i]) for i in todo], workers,
                                 initializer=_worker_init)) as runs:
-            for _, (i, rec) in runs:
-                finished(i, rec)
+            for j, rec in runs:  # j: the position in todo
+                finished(todo[j], rec)
     finally:
         _WORKER.clear()
